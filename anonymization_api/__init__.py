@@ -1,0 +1,1 @@
+"""The anonymisation service: registry of inference servers, techniques, image and video pipelines."""

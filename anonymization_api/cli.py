@@ -1,0 +1,87 @@
+"""The `anonymizer` command: fetch models, run the servers and the whole stack."""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from inference_common.errors import ModelFetchError
+from inference_common.models import CATALOGUE, default_models_dir, fetch_models
+
+
+def _models_fetch(args: argparse.Namespace) -> int:
+    try:
+        paths = fetch_models(args.models_dir)
+    except ModelFetchError as exc:
+        logging.getLogger("anonymizer").error("%s", exc)
+        return 1
+    for model, path in zip(CATALOGUE, paths, strict=True):
+        sys.stdout.write(f"{model.key:<12} {model.licence:<11} {path}\n")
+    return 0
+
+
+def _serve(args: argparse.Namespace, kind: str) -> int:
+    import uvicorn
+
+    from inference_common.settings import ServerSettings
+
+    overrides = {"host": args.host, "port": args.port, "models_dir": args.models_dir}
+    settings = ServerSettings(**{key: value for key, value in overrides.items() if value is not None})
+    if kind == "detection":
+        from inference_detection.server import create_detection_app as create
+    else:
+        from inference_segmentation.server import create_segmentation_app as create
+    uvicorn.run(create(settings), host=settings.host, port=settings.port, log_level=args.log_level)
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from anonymization_api.stack import inference_children, run_stack
+
+    children = inference_children(args.detection_port, args.segmentation_port, args.models_dir)
+    return run_stack(children, args.log_level)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anonymizer", description=__doc__)
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    models = commands.add_parser("models", help="manage the bundled model files")
+    models_commands = models.add_subparsers(dest="models_command", required=True)
+    fetch = models_commands.add_parser("fetch", help="download, verify and extract the pinned model files")
+    fetch.add_argument(
+        "--models-dir",
+        type=Path,
+        default=default_models_dir(),
+        help="where to put them (default: $ANONYMIZER_MODELS_DIR or models/ in the project)",
+    )
+    fetch.set_defaults(handler=_models_fetch)
+
+    for kind, port in (("detection", 8081), ("segmentation", 8090)):
+        serve = commands.add_parser(f"serve-{kind}", help=f"run the {kind} inference server")
+        serve.add_argument("--host", default=None, help="default: $ANONYMIZER_INFERENCE_HOST or 127.0.0.1")
+        serve.add_argument("--port", type=int, default=None, help=f"default: $ANONYMIZER_INFERENCE_PORT or {port}")
+        serve.add_argument("--models-dir", type=Path, default=None, help="default: $ANONYMIZER_MODELS_DIR or models/")
+        serve.set_defaults(handler=lambda args, kind=kind: _serve(args, kind), default_port=port)
+    up = commands.add_parser("up", help="start the whole stack on loopback; Ctrl-C stops it")
+    up.add_argument("--detection-port", type=int, default=8081)
+    up.add_argument("--segmentation-port", type=int, default=8090)
+    up.add_argument("--models-dir", type=Path, default=None, help="default: $ANONYMIZER_MODELS_DIR or models/")
+    up.set_defaults(handler=_up)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "default_port", None) and args.port is None:
+        import os
+
+        if "ANONYMIZER_INFERENCE_PORT" not in os.environ:
+            args.port = args.default_port
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""`anonymizer up`: the whole stack on loopback as child processes, stopped together on Ctrl-C.
+
+Each server runs in its own process (one per service, as in the Docker deployment) so that a
+crash in one is seen, reported and ends the stack instead of leaving it half up.
+"""
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class Child:
+    name: str
+    args: tuple[str, ...]
+    ready_url: str
+
+
+def _start(child: Child, log_level: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "anonymization_api.cli", "--log-level", log_level, *child.args]
+    return subprocess.Popen(command)
+
+
+def _wait_ready(children: dict[str, subprocess.Popen], specs: list[Child]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    pending = list(specs)
+    while pending:
+        for spec in list(pending):
+            if children[spec.name].poll() is not None:
+                raise RuntimeError(f"{spec.name} exited with {children[spec.name].returncode} while starting")
+            try:
+                if httpx.get(spec.ready_url, timeout=2.0).status_code == 200:
+                    logger.info("%s ready at %s", spec.name, spec.ready_url)
+                    pending.remove(spec)
+            except httpx.TransportError:
+                pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not ready after {READY_TIMEOUT_S:.0f} s: {[spec.name for spec in pending]}")
+        time.sleep(0.3)
+
+
+def _stop(children: dict[str, subprocess.Popen]) -> None:
+    for process in children.values():
+        if process.poll() is None:
+            process.terminate()
+    for name, process in children.items():
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            logger.warning("%s did not stop in time; killing it", name)
+            process.kill()
+            process.wait()
+
+
+def run_stack(specs: list[Child], log_level: str, on_ready=None) -> int:
+    """Start every child, wait until all answer, then supervise until Ctrl-C or a child dies."""
+    children: dict[str, subprocess.Popen] = {}
+    stopping = False
+
+    def request_stop(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for spec in specs:
+            children[spec.name] = _start(spec, log_level)
+        _wait_ready(children, specs)
+        if on_ready is not None:
+            on_ready()
+        logger.info("stack ready; Ctrl-C stops it")
+        while not stopping:
+            for name, process in children.items():
+                if process.poll() is not None:
+                    logger.error("%s exited with %s; stopping the stack", name, process.returncode)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    except RuntimeError as exc:
+        logger.error("%s", exc)
+        return 1
+    finally:
+        _stop(children)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def inference_children(detection_port: int, segmentation_port: int, models_dir: Path | None) -> list[Child]:
+    extra = ("--models-dir", str(models_dir)) if models_dir else ()
+    return [
+        Child(
+            "detection",
+            ("serve-detection", "--port", str(detection_port), *extra),
+            f"http://127.0.0.1:{detection_port}/v2/health/ready",
+        ),
+        Child(
+            "segmentation",
+            ("serve-segmentation", "--port", str(segmentation_port), *extra),
+            f"http://127.0.0.1:{segmentation_port}/v2/health/ready",
+        ),
+    ]

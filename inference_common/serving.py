@@ -1,0 +1,153 @@
+"""The served-model contract: what a model declares (name, task, labels, request parameters) and
+how its per-image results become the tensors of DESIGN.md section 3.
+
+A detection model implements `detect(image, params) -> (N, 6)` rows of x1, y1, x2, y2, score,
+class; a segmentation model implements `segment(image, params) -> (H, W)` class indices. The
+servers (our OIP server, Triton's Python back end) only ever call `load` and `predict`.
+"""
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from inference_common import protocol
+from inference_common.errors import BadRequest
+from inference_common.protocol import Task
+
+NO_DETECTIONS = np.empty((0, 6), np.float32)
+
+
+class ModelParams(BaseModel):
+    """Request parameters a model accepts; subclasses add fields with their defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServedModel(ABC):
+    name: ClassVar[str]
+    task: ClassVar[Task]
+    labels: ClassVar[tuple[str, ...]]
+    params_type: ClassVar[type[ModelParams]] = ModelParams
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def load(self, models_dir: Path) -> None:
+        """Read weights and build runtimes; called once before the first request."""
+
+    @abstractmethod
+    def predict(self, images: np.ndarray, params: ModelParams) -> dict[str, np.ndarray]:
+        """Run on a batch (B, H, W, 3) uint8 RGB; returns the contract's output tensors by name."""
+
+    def parse_params(self, raw: dict[str, Any] | None) -> ModelParams:
+        """Validate request parameters, naming each bad one and what it accepts."""
+        try:
+            return self.params_type.model_validate(raw or {})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"parameter {'.'.join(map(str, err['loc'])) or '?'}: {err['msg']}" for err in exc.errors()
+            )
+            accepted = ", ".join(self.params_type.model_fields) or "none"
+            raise BadRequest(f"model {self.name}: {problems} (accepted parameters: {accepted})") from exc
+
+    def outputs(self) -> tuple[str, ...]:
+        return protocol.outputs_of(self.task)
+
+    def output_metadata(self) -> list[dict[str, Any]]:
+        shapes = {
+            protocol.OUTPUT_NUM_DETS: ("INT32", [-1, 1]),
+            protocol.OUTPUT_BOXES: ("FP32", [-1, -1, 4]),
+            protocol.OUTPUT_SCORES: ("FP32", [-1, -1]),
+            protocol.OUTPUT_CLASSES: ("INT32", [-1, -1]),
+            protocol.OUTPUT_LABEL_MAP: ("UINT8", [-1, -1, -1]),
+        }
+        return [{"name": name, "datatype": shapes[name][0], "shape": shapes[name][1]} for name in self.outputs()]
+
+    def parameter_defaults(self) -> dict[str, Any]:
+        return self.params_type().model_dump()
+
+    def triton_config(self, max_batch_size: int) -> dict[str, Any]:
+        """The model configuration as Triton's `GET /v2/models/{m}/config` returns it."""
+        triton_type = {"INT32": "TYPE_INT32", "FP32": "TYPE_FP32", "UINT8": "TYPE_UINT8"}
+        return {
+            "name": self.name,
+            "platform": "",
+            "backend": "openvino",
+            "max_batch_size": max_batch_size,
+            "input": [{"name": protocol.INPUT_IMAGE, "data_type": "TYPE_UINT8", "dims": [-1, -1, 3]}],
+            "output": [
+                {"name": out["name"], "data_type": triton_type[out["datatype"]], "dims": out["shape"][1:]}
+                for out in self.output_metadata()
+            ],
+            "parameters": {
+                "task": {"string_value": self.task.value},
+                "labels": {"string_value": json.dumps(list(self.labels))},
+                "defaults": {"string_value": json.dumps(self.parameter_defaults())},
+            },
+        }
+
+
+class DetectionModel(ServedModel):
+    task = Task.DETECTION
+
+    @abstractmethod
+    def detect(self, image: np.ndarray, params: ModelParams) -> np.ndarray:
+        """Detect in one RGB uint8 (H, W, 3) image; returns (N, 6) float32 x1, y1, x2, y2, score, class."""
+
+    def predict(self, images: np.ndarray, params: ModelParams) -> dict[str, np.ndarray]:
+        return pack_detections([self.detect(image, params) for image in images])
+
+
+class SegmentationModel(ServedModel):
+    task = Task.SEGMENTATION
+
+    @abstractmethod
+    def segment(self, image: np.ndarray, params: ModelParams) -> np.ndarray:
+        """Label one RGB uint8 (H, W, 3) image; returns (H, W) uint8 class indices."""
+
+    def predict(self, images: np.ndarray, params: ModelParams) -> dict[str, np.ndarray]:
+        maps = [self.segment(image, params) for image in images]
+        return {protocol.OUTPUT_LABEL_MAP: np.stack(maps).astype(np.uint8)}
+
+
+def pack_detections(per_image: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Pack per-image (N, 6) detections into the EfficientNMS tensors, padded to the largest N."""
+    batch = len(per_image)
+    width = max(1, *(len(dets) for dets in per_image)) if per_image else 1
+    num = np.zeros((batch, 1), np.int32)
+    boxes = np.zeros((batch, width, 4), np.float32)
+    scores = np.zeros((batch, width), np.float32)
+    classes = np.zeros((batch, width), np.int32)
+    for index, dets in enumerate(per_image):
+        count = len(dets)
+        num[index, 0] = count
+        boxes[index, :count] = dets[:, :4]
+        scores[index, :count] = dets[:, 4]
+        classes[index, :count] = dets[:, 5]
+    return {
+        protocol.OUTPUT_NUM_DETS: num,
+        protocol.OUTPUT_BOXES: boxes,
+        protocol.OUTPUT_SCORES: scores,
+        protocol.OUTPUT_CLASSES: classes,
+    }
+
+
+def unpack_detections(outputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The inverse of `pack_detections`: per-image (N, 6) float32 arrays."""
+    result = []
+    for index, count in enumerate(outputs[protocol.OUTPUT_NUM_DETS][:, 0]):
+        count = int(count)
+        result.append(
+            np.concatenate(
+                [
+                    outputs[protocol.OUTPUT_BOXES][index, :count].astype(np.float32),
+                    outputs[protocol.OUTPUT_SCORES][index, :count, None].astype(np.float32),
+                    outputs[protocol.OUTPUT_CLASSES][index, :count, None].astype(np.float32),
+                ],
+                axis=1,
+            )
+        )
+    return result

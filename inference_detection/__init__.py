@@ -1,0 +1,1 @@
+"""Detection models (faces, text, licence plates, persons) and their serving."""

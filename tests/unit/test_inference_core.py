@@ -1,0 +1,75 @@
+"""Pure pieces of the inference servers: image decoding, CenterFace decoding, output packing."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference_common.boxes import scale_to_fit
+from inference_common.errors import InvalidImage, PayloadTooLarge
+from inference_common.imaging import decode_image
+from inference_common.serving import pack_detections, unpack_detections
+from inference_detection.centerface import CenterFaceParams, decode
+
+
+def jpeg_with_orientation(orientation: int) -> bytes:
+    image = np.zeros((40, 100, 3), np.uint8)
+    image[:, :50] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def test_exif_orientation_is_applied():
+    upright = decode_image(jpeg_with_orientation(1), 10**6)
+    rotated = decode_image(jpeg_with_orientation(6), 10**6)  # 6: rotate 90 degrees clockwise to view
+    assert upright.shape == (40, 100, 3)
+    assert rotated.shape == (100, 40, 3)
+    assert rotated[:50].mean() > 200 and rotated[60:].mean() < 50  # the white half is now on top
+
+
+def test_decode_rejects_garbage_and_bombs():
+    with pytest.raises(InvalidImage):
+        decode_image(b"GIF89a but not really", 10**6)
+    with pytest.raises(InvalidImage):
+        decode_image(b"", 10**6)
+    with pytest.raises(PayloadTooLarge):
+        decode_image(jpeg_with_orientation(1), 100)
+
+
+def test_centerface_decode_places_a_box_at_the_peak():
+    heatmap = np.zeros((10, 20), np.float32)
+    heatmap[5, 8] = 0.9
+    log_scale = np.full((2, 10, 20), np.log(16 / 4), np.float32)  # a 16x16 px face
+    offset = np.zeros((2, 10, 20), np.float32)
+    dets = decode(heatmap, log_scale, offset, threshold=0.5)
+    assert dets.shape == (1, 6)
+    center = (8 + 0.5) * 4, (5 + 0.5) * 4
+    np.testing.assert_allclose(dets[0, :4], [center[0] - 8, center[1] - 8, center[0] + 8, center[1] + 8], atol=1e-4)
+    assert decode(heatmap, log_scale, offset, threshold=0.95).shape == (0, 6)
+
+
+def test_pack_and_unpack_are_inverse():
+    first = np.array([[1, 2, 3, 4, 0.9, 0], [5, 6, 7, 8, 0.5, 0]], np.float32)
+    second = np.empty((0, 6), np.float32)
+    packed = pack_detections([first, second])
+    assert packed["num_dets"].tolist() == [[2], [0]]
+    assert packed["det_boxes"].shape == (2, 2, 4)
+    restored = unpack_detections(packed)
+    np.testing.assert_array_equal(restored[0], first)
+    assert restored[1].shape == (0, 6)
+
+
+def test_network_size_is_capped_and_aligned():
+    assert scale_to_fit(1920, 1080, 1.0, 10**8, 32) == (1920, 1088)
+    width, height = scale_to_fit(1920, 1080, 2.0, 2_100_000, 32)
+    assert width % 32 == 0 and height % 32 == 0 and width * height < 2_300_000
+
+
+def test_scales_accept_a_comma_separated_string():
+    assert CenterFaceParams.model_validate({"scales": "1, 1.5"}).scales == [1.0, 1.5]
+    with pytest.raises(ValueError, match=r"0\.1\.\.4"):
+        CenterFaceParams.model_validate({"scales": [0]})
