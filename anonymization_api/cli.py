@@ -35,11 +35,25 @@ def _serve(args: argparse.Namespace, kind: str) -> int:
     return 0
 
 
-def _up(args: argparse.Namespace) -> int:
-    from anonymization_api.stack import inference_children, run_stack
+def _serve_api(args: argparse.Namespace) -> int:
+    import uvicorn
 
-    children = inference_children(args.detection_port, args.segmentation_port, args.models_dir)
-    return run_stack(children, args.log_level)
+    from anonymization_api.main import create_app
+    from anonymization_api.settings import ApiSettings
+
+    overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir}
+    settings = ApiSettings(**{key: value for key, value in overrides.items() if value is not None})
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level)
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from anonymization_api.stack import run_stack, stack_children
+
+    children, register = stack_children(
+        args.api_port, args.detection_port, args.segmentation_port, args.data_dir, args.models_dir
+    )
+    return run_stack(children, args.log_level, on_ready=register)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
         serve.add_argument("--port", type=int, default=None, help=f"default: $ANONYMIZER_INFERENCE_PORT or {port}")
         serve.add_argument("--models-dir", type=Path, default=None, help="default: $ANONYMIZER_MODELS_DIR or models/")
         serve.set_defaults(handler=lambda args, kind=kind: _serve(args, kind), default_port=port)
+    api = commands.add_parser("serve-api", help="run the anonymisation API")
+    api.add_argument("--host", default=None, help="default: $ANONYMIZER_API_HOST or 127.0.0.1")
+    api.add_argument("--port", type=int, default=None, help="default: $ANONYMIZER_API_PORT or 4343")
+    api.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="holds jsonFiles/url_configuration.json and anonymized_videos/ (default: the project)",
+    )
+    api.set_defaults(handler=_serve_api)
+
     up = commands.add_parser("up", help="start the whole stack on loopback; Ctrl-C stops it")
+    up.add_argument("--api-port", type=int, default=4343)
+    up.add_argument("--data-dir", type=Path, default=None, help="the API's data folder (default: the project)")
     up.add_argument("--detection-port", type=int, default=8081)
     up.add_argument("--segmentation-port", type=int, default=8090)
     up.add_argument("--models-dir", type=Path, default=None, help="default: $ANONYMIZER_MODELS_DIR or models/")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def _stop(children: dict[str, subprocess.Popen]) -> None:
             process.wait()
 
 
-def run_stack(specs: list[Child], log_level: str, on_ready=None) -> int:
+def run_stack(specs: list[Child], log_level: str, on_ready: Callable[[], None] | None = None) -> int:
     """Start every child, wait until all answer, then supervise until Ctrl-C or a child dies."""
     children: dict[str, subprocess.Popen] = {}
     stopping = False
@@ -93,6 +94,26 @@ def run_stack(specs: list[Child], log_level: str, on_ready=None) -> int:
         _stop(children)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def stack_children(
+    api_port: int, detection_port: int, segmentation_port: int, data_dir: Path | None, models_dir: Path | None
+) -> tuple[list[Child], Callable[[], None]]:
+    """The API and both inference servers, and the step that registers the servers with the API."""
+    api_extra = ("--data-dir", str(data_dir)) if data_dir else ()
+    api = Child("api", ("serve-api", "--port", str(api_port), *api_extra), f"http://127.0.0.1:{api_port}/health")
+    inference = inference_children(detection_port, segmentation_port, models_dir)
+
+    def register() -> None:
+        for port in (detection_port, segmentation_port):
+            url = f"http://127.0.0.1:{port}/"
+            response = httpx.post(f"http://127.0.0.1:{api_port}/set_url", data={"url": url}, timeout=60)
+            if response.status_code != 200:
+                raise RuntimeError(f"registering {url} failed: {response.text}")
+            logger.info("registered %s", url)
+        logger.info("the API is at http://127.0.0.1:%s/ (docs: /docs)", api_port)
+
+    return [*inference, api], register
 
 
 def inference_children(detection_port: int, segmentation_port: int, models_dir: Path | None) -> list[Child]:

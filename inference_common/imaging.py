@@ -12,6 +12,11 @@ from inference_common.errors import InvalidImage, PayloadTooLarge
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """Decode an encoded image to RGB uint8 (H, W, 3), upright as its EXIF orientation says."""
+    return read_image(data, max_pixels)[0]
+
+
+def read_image(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
+    """Like `decode_image`, also naming the file's format as Pillow does (JPEG, PNG, WEBP, ...)."""
     if not data:
         raise InvalidImage("the image is empty; send the bytes of a JPEG, PNG, WebP, BMP or TIFF file")
     try:
@@ -24,8 +29,9 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
                     f"the image is {width}x{height} = {width * height} pixels, more than the limit of "
                     f"{max_pixels}; downscale it or raise the server's max_image_pixels"
                 )
+            file_format = image.format or "PNG"
             image = ImageOps.exif_transpose(image).convert("RGB")
-            return np.asarray(image)
+            return np.asarray(image), file_format
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InvalidImage(f"the image could not be decoded ({exc}); send a JPEG, PNG, WebP, BMP or TIFF") from exc
 

@@ -73,8 +73,10 @@ def create_app(
     app.state.runners = {}
     _add_error_handlers(app)
     _add_body_limit(app, settings.max_body_bytes)
-    _add_oip_routes(app, settings)
-    _add_bmw_routes(app, settings)
+    if "oip" in settings.protocols:
+        _add_oip_routes(app, settings)
+    if "bmw" in settings.protocols:
+        _add_bmw_routes(app, settings)
     return app
 
 

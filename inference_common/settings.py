@@ -1,6 +1,7 @@
 """Settings of an inference server; every field can be set as ANONYMIZER_INFERENCE_<FIELD>."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,3 +19,6 @@ class ServerSettings(BaseSettings):
     max_body_bytes: int = Field(512 * 1024 * 1024, ge=1, description="largest request body accepted")
     max_batch_size: int = Field(32, ge=1)
     concurrent_inferences: int = Field(2, ge=1, description="inferences run at once per model")
+    protocols: set[Literal["oip", "bmw"]] = Field(
+        {"oip", "bmw"}, description="which protocols to answer: the Open Inference Protocol, BMW's, or both"
+    )

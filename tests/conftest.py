@@ -1,19 +1,37 @@
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.servers import running
 
+FAST_REDISCOVERY = {"ANONYMIZER_API_REDISCOVER_INTERVAL_S": "0.5", "ANONYMIZER_API_INFERENCE_TIMEOUT_S": "30"}
+
 
 @pytest.fixture(scope="session")
-def detection_url(tmp_path_factory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("logs") / "detection.log"
-    with running(["serve-detection"], "/v2/health/ready", log) as url:
+def logs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def detection_url(logs) -> Iterator[str]:
+    with running(["serve-detection"], "/v2/health/ready", logs / "detection.log") as url:
         yield url
 
 
 @pytest.fixture(scope="session")
-def segmentation_url(tmp_path_factory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("logs") / "segmentation.log"
-    with running(["serve-segmentation"], "/v2/health/ready", log) as url:
+def segmentation_url(logs) -> Iterator[str]:
+    with running(["serve-segmentation"], "/v2/health/ready", logs / "segmentation.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def api_url(logs, tmp_path_factory, detection_url, segmentation_url) -> Iterator[str]:
+    """The API with both bundled inference servers registered."""
+    data_dir = tmp_path_factory.mktemp("api-data")
+    args = ["serve-api", "--data-dir", str(data_dir)]
+    with running(args, "/health", logs / "api.log", env=FAST_REDISCOVERY) as url:
+        for server in (detection_url, segmentation_url):
+            assert httpx.post(f"{url}/set_url", data={"url": server}, timeout=60).status_code == 200
         yield url

@@ -57,3 +57,13 @@ def coverage(target, box) -> float:
     ix = max(0.0, min(target[2], box[2]) - max(target[0], box[0]))
     iy = max(0.0, min(target[3], box[3]) - max(target[1], box[1]))
     return ix * iy / ((target[2] - target[0]) * (target[3] - target[1]))
+
+
+def decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def region_change(before: np.ndarray, after: np.ndarray, box) -> float:
+    """Mean absolute pixel difference inside `box` (x1, y1, x2, y2)."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    return float(np.abs(before[y1:y2, x1:x2].astype(np.int16) - after[y1:y2, x1:x2].astype(np.int16)).mean())

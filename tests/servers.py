@@ -36,8 +36,16 @@ def wait_until_ready(url: str, process: subprocess.Popen, log: Path, timeout: fl
 
 @contextmanager
 def running(args: list[str], ready_path: str, log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run `anonymizer ARGS --port P`; yields its base URL once `ready_path` answers 200."""
-    port = free_port()
+    """Run `anonymizer ARGS --port P` on a free port; yields its base URL once `ready_path` answers 200."""
+    with running_fixed(args, free_port(), ready_path, log, env) as url:
+        yield url
+
+
+@contextmanager
+def running_fixed(
+    args: list[str], port: int, ready_path: str, log: Path, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """Run `anonymizer ARGS --port PORT`; yields its base URL once `ready_path` answers 200."""
     command = [sys.executable, "-m", "anonymization_api.cli", "--log-level", "warning", *args, "--port", str(port)]
     with log.open("w") as out:
         process = subprocess.Popen(

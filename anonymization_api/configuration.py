@@ -1,0 +1,215 @@
+"""From a user configuration to a plan: every entry validated (schema, then against the registry)
+before any inference, every problem reported at once; then the inference calls the plan needs,
+one per (server, model) however many entries use it."""
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from anonymization_api.errors import AnonymisationError, InvalidConfiguration
+from anonymization_api.regions import FACE_CENTRE_SHIFT, RegionStyle
+from anonymization_api.registry import ModelInfo, Registry, ServerInfo
+from anonymization_api.schemas import SensitiveInfo
+from anonymization_api.techniques import TECHNIQUES, TechniqueOptions
+from inference_common.protocol import Task
+
+FACE_MASK_SCALE = 1.5
+DEFAULT_MASK_SCALE = 1.15
+
+
+@dataclass(frozen=True)
+class PlannedEntry:
+    index: int
+    info: SensitiveInfo
+    servers: tuple[ServerInfo, ...]  # replicas offering the model, in preference order
+    model: ModelInfo
+    class_index: int
+    style: RegionStyle
+    options: TechniqueOptions
+
+    @property
+    def call_key(self) -> tuple[str, str]:
+        return self.servers[0].url, self.model.name
+
+
+@dataclass
+class Plan:
+    entries: list[PlannedEntry]
+    # The parameters of each (server, model) call, merged across the entries that share it.
+    calls: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+
+def parse_configuration(raw: bytes | str) -> dict[str, Any]:
+    """The configuration's JSON object, or a 422 naming what is wrong with it."""
+    try:
+        content = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidConfiguration(
+            [_problem(None, "configuration", None, f"the configuration is not valid JSON ({exc})")]
+        ) from exc
+    if not isinstance(content, dict) or not isinstance(content.get("sensitive_info"), list):
+        raise InvalidConfiguration(
+            [_problem(None, "sensitive_info", None, 'the configuration must be {"sensitive_info": [ ... ]}')]
+        )
+    if not content["sensitive_info"]:
+        raise InvalidConfiguration([_problem(None, "sensitive_info", [], "sensitive_info lists nothing to hide")])
+    return content
+
+
+def plan(content: dict[str, Any], registry: Registry) -> Plan:
+    problems: list[dict[str, Any]] = []
+    entries: list[PlannedEntry] = []
+    for index, raw in enumerate(content["sensitive_info"]):
+        try:
+            info = SensitiveInfo.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(_schema_problems(index, exc))
+            partial = _matchable_part(raw, exc)
+            if partial is not None:  # still report what the registry says of the fields that are fine
+                _resolve(index, partial, registry, problems)
+            continue
+        entry = _resolve(index, info, registry, problems)
+        if entry is not None:
+            entries.append(entry)
+    if problems:
+        raise InvalidConfiguration(problems)
+    result = Plan(entries)
+    for entry in entries:
+        _merge_threshold(result.calls.setdefault(entry.call_key, {}), entry)
+    return result
+
+
+def _merge_threshold(parameters: dict[str, Any], entry: PlannedEntry) -> None:
+    """Ask the model for the lowest threshold any entry wants; each entry filters its own after."""
+    wanted = entry.info.score_threshold
+    if wanted is None:
+        wanted = entry.model.defaults.get("score_threshold")
+    if wanted is None:
+        return
+    parameters["score_threshold"] = min(wanted, parameters.get("score_threshold", 1.0))
+
+
+def _problem(index: int | None, field_name: str, value: Any, message: str, choices: list | None = None) -> dict:
+    where = f"entry {index}: " if index is not None else ""
+    text = where + message + (f"; valid: {choices}" if choices is not None else "")
+    return {"entry": index, "field": field_name, "value": value, "message": text, "choices": choices}
+
+
+def _schema_problems(index: int, exc: ValidationError) -> list[dict[str, Any]]:
+    problems = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "entry"
+        value = error.get("input")
+        if error["type"] == "extra_forbidden":
+            message = f"unknown field '{name}'"
+            choices = list(SensitiveInfo.model_fields)
+        elif error["type"] == "missing":
+            message, value, choices = f"'{name}' is required", None, None
+        else:
+            message, choices = f"{name} {value!r}: {error['msg']}", None
+            if name == "inference_type":
+                choices = [task.value for task in Task]
+        problems.append(_problem(index, name, value, message, choices))
+    return problems
+
+
+MATCHED_FIELDS = ("class_name", "inference_type", "anonymization_technique", "model_name", "url")
+
+
+def _matchable_part(raw: Any, exc: ValidationError) -> SensitiveInfo | None:
+    """The fields of an invalid entry that the registry checks, when those fields themselves are valid."""
+    failed = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+    if not isinstance(raw, dict) or failed & set(MATCHED_FIELDS):
+        return None
+    try:
+        return SensitiveInfo.model_validate(
+            {"anonymization_degree": 1, **{name: raw[name] for name in MATCHED_FIELDS if name in raw}}
+        )
+    except ValidationError:
+        return None
+
+
+def _resolve(index: int, info: SensitiveInfo, registry: Registry, problems: list[dict]) -> PlannedEntry | None:
+    """Match an entry to registered servers and a model; records problems and returns None if it can't."""
+    found = len(problems)
+    if info.anonymization_technique not in TECHNIQUES:
+        problems.append(
+            _problem(
+                index,
+                "anonymization_technique",
+                info.anonymization_technique,
+                f"unknown technique '{info.anonymization_technique}'",
+                sorted(TECHNIQUES),
+            )
+        )
+    task = info.inference_type
+    offering = [
+        (server, model)
+        for server in registry.servers()
+        for model in server.models.values()
+        if model.task is task and info.class_name in model.labels
+    ]
+    if not offering:
+        labels = sorted(
+            {label for s in registry.servers() for m in s.models.values() if m.task is task for label in m.labels}
+        )
+        problems.append(
+            _problem(
+                index, "class_name", info.class_name, f"no registered {task} model offers '{info.class_name}'", labels
+            )
+        )
+        return None
+    if info.url is not None:
+        try:
+            url = registry.get(info.url).url
+        except AnonymisationError:
+            url = None
+        by_url = [(s, m) for s, m in offering if s.url == url]
+        if not by_url:
+            urls = sorted({s.url for s, _ in offering})
+            problems.append(
+                _problem(index, "url", info.url, f"{info.url} offers no {task} model for '{info.class_name}'", urls)
+            )
+            return None
+        offering = by_url
+    if info.model_name is not None:
+        by_name = [(s, m) for s, m in offering if m.name == info.model_name]
+        if not by_name:
+            names = sorted({m.name for _, m in offering})
+            problems.append(
+                _problem(
+                    index,
+                    "model_name",
+                    info.model_name,
+                    f"model '{info.model_name}' does not offer '{info.class_name}'",
+                    names,
+                )
+            )
+            return None
+        offering = by_name
+    names = sorted({m.name for _, m in offering})
+    if len(names) > 1:
+        problems.append(
+            _problem(
+                index, "model_name", None, f"several models offer '{info.class_name}'; name one in model_name", names
+            )
+        )
+        return None
+    if len(problems) > found:
+        return None
+    # Servers offering the same model are replicas; available ones first.
+    servers = tuple(sorted((s for s, _ in offering), key=lambda s: not s.available))
+    model = offering[0][1]
+    is_face = info.class_name == "face" and task is Task.DETECTION
+    scale = info.mask_scale or (FACE_MASK_SCALE if is_face else DEFAULT_MASK_SCALE)
+    style = RegionStyle(
+        mask_scale=scale if task is Task.DETECTION else 1.0,
+        shape=info.shape,
+        feather=info.feather,
+        part=info.part(),
+        shift_up=FACE_CENTRE_SHIFT if is_face else 0.0,
+    )
+    options = TechniqueOptions(color=tuple(info.color))
+    return PlannedEntry(index, info, servers, model, model.labels.index(info.class_name), style, options)

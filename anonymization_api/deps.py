@@ -1,0 +1,53 @@
+"""Dependencies the routes share, reached through Annotated aliases."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.datastructures import FormData, UploadFile
+
+from anonymization_api.clients import InferenceClients
+from anonymization_api.errors import InvalidRequest, PayloadTooLarge
+from anonymization_api.registry import Registry
+from anonymization_api.settings import ApiSettings
+
+
+def _settings(request: Request) -> ApiSettings:
+    return request.app.state.settings
+
+
+def _registry(request: Request) -> Registry:
+    return request.app.state.registry
+
+
+def _clients(request: Request) -> InferenceClients:
+    return request.app.state.clients
+
+
+SettingsDep = Annotated[ApiSettings, Depends(_settings)]
+RegistryDep = Annotated[Registry, Depends(_registry)]
+ClientsDep = Annotated[InferenceClients, Depends(_clients)]
+
+
+async def read_form(request: Request) -> FormData:
+    try:
+        return await request.form(max_files=4, max_fields=32)
+    except Exception as exc:  # starlette raises its own parse errors for malformed multipart bodies
+        raise InvalidRequest(f"the request is not a readable multipart form ({exc})") from exc
+
+
+async def form_bytes(form: FormData, name: str, hint: str, limit: int) -> bytes:
+    """A form field's content, from an uploaded file or a plain field; 400 naming it when missing."""
+    value = form.get(name)
+    if value is None:
+        raise InvalidRequest(f"the form field '{name}' is missing; {hint}")
+    if isinstance(value, UploadFile):
+        data = await value.read(limit + 1)
+        if len(data) > limit:
+            raise PayloadTooLarge(f"'{name}' is larger than the limit of {limit} bytes")
+        return data
+    return value.encode()
+
+
+def form_text(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    return value if isinstance(value, str) and value.strip() else None

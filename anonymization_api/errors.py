@@ -1,0 +1,67 @@
+"""Errors of the anonymisation API, each carrying its HTTP status.
+
+AnonymisationError                   500
+ ├── InvalidRequest                  400  (a missing field, unreadable upload)
+ │    └── InvalidMedia               400  (bytes that are not an image or video we can read)
+ ├── UnknownRegistration             404  (a URL that is not registered)
+ ├── UnreachableServer               400  (/set_url: nothing answers there, or neither protocol)
+ ├── PayloadTooLarge                 413
+ ├── UnsupportedMedia                415
+ ├── InvalidConfiguration            422  (every problem of a configuration, at once)
+ └── InferenceError                  502  (an inference server answered with an error)
+      ├── InferenceUnavailable       503  (it cannot be reached)
+      └── InferenceTimeout           504  (it did not answer in time)
+"""
+
+from typing import Any
+
+
+class AnonymisationError(Exception):
+    status_code = 500
+
+
+class InvalidRequest(AnonymisationError):
+    status_code = 400
+
+
+class InvalidMedia(InvalidRequest):
+    pass
+
+
+class UnknownRegistration(AnonymisationError):
+    status_code = 404
+
+
+class UnreachableServer(AnonymisationError):
+    status_code = 400
+
+
+class PayloadTooLarge(AnonymisationError):
+    status_code = 413
+
+
+class UnsupportedMedia(AnonymisationError):
+    status_code = 415
+
+
+class InvalidConfiguration(AnonymisationError):
+    """Carries every problem found, each with the entry index, field, bad value and valid choices."""
+
+    status_code = 422
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        self.problems = problems
+        lines = [problem["message"] for problem in problems]
+        super().__init__(f"{len(problems)} problem(s) in the configuration: " + "; ".join(lines))
+
+
+class InferenceError(AnonymisationError):
+    status_code = 502
+
+
+class InferenceUnavailable(InferenceError):
+    status_code = 503
+
+
+class InferenceTimeout(InferenceError):
+    status_code = 504

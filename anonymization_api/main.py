@@ -1,0 +1,100 @@
+"""The anonymisation API: `create_app(settings)` builds it; the lifespan loads the registry,
+discovers the registered servers, keeps re-discovering those that are down, and closes clients."""
+
+import asyncio
+import contextlib
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from anonymization_api.clients import InferenceClients
+from anonymization_api.errors import AnonymisationError, InvalidConfiguration
+from anonymization_api.registry import Registry
+from anonymization_api.routes import images, registry
+from anonymization_api.schemas import envelope
+from anonymization_api.settings import ApiSettings, get_settings
+from inference_common.errors import InferenceServerError
+
+logger = logging.getLogger(__name__)
+VERSION = "0.1.0"
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        the_registry = Registry(settings.url_configuration, settings.discovery_timeout_s)
+        the_registry.load()
+        await the_registry.refresh()
+        app.state.registry = the_registry
+        app.state.clients = InferenceClients(settings.inference_timeout_s)
+        rediscovery = asyncio.create_task(the_registry.keep_discovering(settings.rediscover_interval_s))
+        try:
+            yield
+        finally:
+            rediscovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rediscovery
+            await app.state.clients.close()
+
+    app = FastAPI(
+        title="Anonymizer",
+        version=VERSION,
+        description="Hides faces, licence plates, text and persons in images and videos; "
+        "a drop-in successor of the BMW Anonymization API.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.include_router(registry.router)
+    app.include_router(images.router)
+    _add_error_handlers(app)
+    _add_body_limit(app, settings.max_upload_bytes + 2 * 1024 * 1024)
+    return app
+
+
+def _error(status: int, message: str, data=None) -> JSONResponse:
+    return JSONResponse(envelope(data, message), status_code=status)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(InvalidConfiguration)
+    async def _configuration(request: Request, exc: InvalidConfiguration) -> JSONResponse:
+        return _error(exc.status_code, str(exc), {"problems": exc.problems})
+
+    @app.exception_handler(AnonymisationError)
+    async def _ours(request: Request, exc: AnonymisationError) -> JSONResponse:
+        if exc.status_code >= 500:
+            logger.warning("%s %s: %s", request.method, request.url.path, exc)
+        return _error(exc.status_code, str(exc))
+
+    @app.exception_handler(InferenceServerError)
+    async def _media(request: Request, exc: InferenceServerError) -> JSONResponse:
+        return _error(exc.status_code, str(exc))  # image decoding shares the inference servers' errors
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in exc.errors())
+        return _error(400, f"invalid request: {problems}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error on %s", request.url.path)
+        return _error(500, f"internal error ({type(exc).__name__}); nothing was returned, see the service log")
+
+
+def _add_body_limit(app: FastAPI, limit: int) -> None:
+    @app.middleware("http")
+    async def _limit(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return _error(413, f"request body of {length} bytes exceeds the limit of {limit} bytes")
+        return await call_next(request)

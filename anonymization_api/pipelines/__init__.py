@@ -1,0 +1,1 @@
+"""Decode -> localise -> anonymise -> encode, for images and videos."""

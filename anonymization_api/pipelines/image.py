@@ -1,0 +1,89 @@
+"""The image pipeline: localise every planned entry with one inference call per (server, model),
+all concurrently, then hide each entry's regions in order.
+
+Fail closed: localisation either returns the results of every call or raises, so an image is
+never anonymised with some of its entries missing.
+"""
+
+import asyncio
+import logging
+from typing import Any
+
+import numpy as np
+
+from anonymization_api.clients import InferenceClients
+from anonymization_api.configuration import Plan, PlannedEntry
+from anonymization_api.errors import InferenceUnavailable
+from anonymization_api.regions import Region, apply_regions, box_regions, mask_regions
+from anonymization_api.registry import Registry
+from anonymization_api.techniques import TECHNIQUES
+from inference_common.protocol import Task
+
+logger = logging.getLogger(__name__)
+
+Results = dict[tuple[str, str], list[np.ndarray]]
+
+
+async def localise(plan: Plan, images: np.ndarray, clients: InferenceClients, registry: Registry) -> Results:
+    """Run every call the plan needs on a batch (B, H, W, 3); per call, one result per image."""
+    by_key = {entry.call_key: entry for entry in plan.entries}
+    keys = list(plan.calls)
+    answers = await asyncio.gather(
+        *(_call_with_failover(by_key[key], images, plan.calls[key], clients, registry) for key in keys)
+    )
+    return dict(zip(keys, answers, strict=True))
+
+
+async def _call_with_failover(
+    entry: PlannedEntry, images: np.ndarray, parameters: dict[str, Any], clients: InferenceClients, registry: Registry
+) -> list[np.ndarray]:
+    """Call the first replica that answers; an unreachable one is marked and the next one tried."""
+    last_error: InferenceUnavailable | None = None
+    for server in entry.servers:
+        try:
+            return await clients.infer(server, entry.model, images, parameters)
+        except InferenceUnavailable as exc:
+            await registry.mark_unavailable(server.url, str(exc))
+            last_error = exc
+    assert last_error is not None
+    raise last_error
+
+
+def entry_regions(entry: PlannedEntry, result: np.ndarray, width: int, height: int) -> tuple[list[Region], list[dict]]:
+    """The regions one entry hides in one image, and their audit record."""
+    if entry.model.task is Task.DETECTION:
+        dets = result[result[:, 5].astype(np.int64) == entry.class_index]
+        threshold = entry.info.score_threshold
+        if threshold is not None:
+            dets = dets[dets[:, 4] >= threshold]
+        audit = [{"box": [round(float(v), 1) for v in row[:4]], "score": round(float(row[4]), 4)} for row in dets]
+        return box_regions(dets, entry.style, width, height), audit
+    regions = mask_regions(result == entry.class_index, entry.style)
+    audit = [{"box": [r.x1, r.y1, r.x2, r.y2], "pixels": int((r.alpha >= 1).sum())} for r in regions]
+    return regions, audit
+
+
+def anonymise(image: np.ndarray, plan: Plan, results: Results, index: int) -> tuple[np.ndarray, list[dict]]:
+    """Hide every entry's regions in image `index` of the batch; returns a new image and the audit."""
+    output = image.copy()
+    height, width = image.shape[:2]
+    audit = []
+    for entry in plan.entries:
+        regions, found = entry_regions(entry, results[entry.call_key][index], width, height)
+        apply_regions(
+            output,
+            regions,
+            TECHNIQUES[entry.info.anonymization_technique],
+            entry.info.anonymization_degree,
+            entry.options,
+        )
+        audit.append(
+            {
+                "entry": entry.index,
+                "class_name": entry.info.class_name,
+                "model_name": entry.model.name,
+                "technique": entry.info.anonymization_technique,
+                "regions": found,
+            }
+        )
+    return output, audit

@@ -1,0 +1,91 @@
+"""POST /anonymize: an image and a configuration in, the anonymised image (or its audit) out."""
+
+import asyncio
+import base64
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from anonymization_api.configuration import parse_configuration, plan
+from anonymization_api.deps import ClientsDep, RegistryDep, SettingsDep, form_bytes, form_text, read_form
+from anonymization_api.errors import InvalidRequest
+from anonymization_api.media import OutputFormat, encode_image
+from anonymization_api.pipelines.image import anonymise, localise
+from anonymization_api.routes import route
+from anonymization_api.schemas import envelope
+from inference_common.imaging import read_image
+
+router = APIRouter(tags=["images"])
+
+DETECTION_MODES = ("none", "only", "include")
+
+FORM_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image", "configuration"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "configuration": {"type": "string", "format": "binary", "description": "JSON file or string"},
+                        "output_format": {"type": "string", "enum": [f.value for f in OutputFormat]},
+                        "quality": {"type": "integer", "minimum": 1, "maximum": 100},
+                        "detections": {"type": "string", "enum": list(DETECTION_MODES)},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _quality(raw: str | None, default: int) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise InvalidRequest(f"quality '{raw}' must be a whole number from 1 to 100")
+    return int(raw)
+
+
+@route(
+    router,
+    "POST",
+    "/anonymize",
+    summary="Anonymise an image",
+    openapi_extra=FORM_DOC,
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "application/json": {}}}},
+)
+async def anonymize(request: Request, settings: SettingsDep, registry: RegistryDep, clients: ClientsDep) -> Response:
+    form = await read_form(request)
+    image_bytes = await form_bytes(
+        form, "image", "send the picture as the multipart file 'image'", settings.max_upload_bytes
+    )
+    config_bytes = await form_bytes(
+        form, "configuration", "send the JSON configuration as a file or string field 'configuration'", 1024 * 1024
+    )
+    mode = form_text(form, "detections") or "none"
+    if mode not in DETECTION_MODES:
+        raise InvalidRequest(f"detections '{mode}' is not one of {list(DETECTION_MODES)}")
+    quality = _quality(form_text(form, "quality"), settings.jpeg_quality)
+    the_plan = plan(parse_configuration(config_bytes), registry)  # every problem, before any inference
+    image, input_format = await asyncio.to_thread(read_image, image_bytes, settings.max_image_pixels)
+    output_format = OutputFormat.choose(input_format, form_text(form, "output_format"))
+    results = await localise(the_plan, image[None], clients, registry)
+    anonymised, audit = await asyncio.to_thread(anonymise, image, the_plan, results, 0)
+    if mode == "only":
+        return JSONResponse(envelope({"width": image.shape[1], "height": image.shape[0], "detections": audit}))
+    encoded = await asyncio.to_thread(encode_image, anonymised, output_format, quality)
+    if mode == "include":
+        body: dict[str, Any] = {
+            "width": image.shape[1],
+            "height": image.shape[0],
+            "detections": audit,
+            "media_type": output_format.media_type,
+            "image": base64.b64encode(encoded).decode(),
+        }
+        return JSONResponse(envelope(body))
+    return Response(encoded, media_type=output_format.media_type)

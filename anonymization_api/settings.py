@@ -1,0 +1,36 @@
+"""The anonymisation API's settings; every field can be set as ANONYMIZER_API_<FIELD>."""
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inference_common.models import PROJECT_ROOT
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ANONYMIZER_API_")
+
+    host: str = "127.0.0.1"
+    port: int = Field(4343, ge=0, le=65535)
+    data_dir: Path = Field(PROJECT_ROOT, description="holds jsonFiles/url_configuration.json and anonymized_videos/")
+    inference_timeout_s: float = Field(60.0, gt=0, description="time allowed for one inference call")
+    discovery_timeout_s: float = Field(5.0, gt=0, description="time allowed for each discovery request")
+    rediscover_interval_s: float = Field(10.0, gt=0, description="how often unavailable servers are tried again")
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(50_000_000, ge=1)
+    jpeg_quality: int = Field(95, ge=1, le=100, description="default quality of JPEG and WebP output")
+
+    @property
+    def url_configuration(self) -> Path:
+        return self.data_dir / "jsonFiles" / "url_configuration.json"
+
+    @property
+    def videos_dir(self) -> Path:
+        return self.data_dir / "anonymized_videos"
+
+
+@cache
+def get_settings() -> ApiSettings:
+    return ApiSettings()

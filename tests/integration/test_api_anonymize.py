@@ -1,0 +1,250 @@
+"""POST /anonymize through the real API and inference servers, checked by image content."""
+
+import base64
+import io
+import json
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from anonymization_api.techniques import TECHNIQUES
+from inference_common import protocol
+from inference_common.serving import unpack_detections
+from tests.images import GRACE_HOPPER_FACE, decode, encode, grace_hopper, iou, region_change, text_image
+from tests.integration.test_inference_oip import infer
+
+BACKGROUND = (0, 0, 120, 600)  # the flag on the left of grace_hopper, far from the face
+
+
+def face_entry(**extra) -> dict:
+    return {
+        "model_name": "centerface",
+        "class_name": "face",
+        "inference_type": "detection",
+        "anonymization_technique": "blurring",
+        "anonymization_degree": 1,
+        **extra,
+    }
+
+
+def anonymize(api_url: str, image: bytes, config: dict | str, name: str = "image.png", **form) -> httpx.Response:
+    configuration = config if isinstance(config, str) else json.dumps(config)
+    return httpx.post(
+        f"{api_url}/anonymize",
+        files={"image": (name, image), "configuration": ("configuration.json", configuration)},
+        data=form,
+        timeout=120,
+    )
+
+
+def test_bmw_user_configuration_as_is(api_url):
+    """BMW's configuration shape, with url and model_name as BMW writes them."""
+    config = {"sensitive_info": [face_entry(url=api_url.replace("4343", "0"))]}
+    config["sensitive_info"][0].pop("url")
+    response = anonymize(api_url, encode(grace_hopper()), config)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    out = decode(response.content)
+    assert region_change(grace_hopper(), out, GRACE_HOPPER_FACE) > 20
+    assert region_change(grace_hopper(), out, BACKGROUND) == 0
+
+
+@pytest.mark.parametrize("technique", sorted(TECHNIQUES))
+def test_every_technique_hides_the_face_and_only_it(api_url, technique):
+    source = grace_hopper()
+    response = anonymize(api_url, encode(source), {"sensitive_info": [face_entry(anonymization_technique=technique)]})
+    assert response.status_code == 200, response.text
+    out = decode(response.content)
+    assert region_change(source, out, GRACE_HOPPER_FACE) > 15
+    assert region_change(source, out, BACKGROUND) == 0
+
+
+@pytest.mark.parametrize("technique", sorted(TECHNIQUES))
+def test_degree_zero_changes_nothing(api_url, technique):
+    source = grace_hopper()
+    config = {"sensitive_info": [face_entry(anonymization_technique=technique, anonymization_degree=0)]}
+    out = decode(anonymize(api_url, encode(source), config).content)
+    assert np.array_equal(out, source)
+
+
+@pytest.mark.parametrize("technique", ["blurring", "pixelating", "gaussian_blur", "median_blur", "box_blur"])
+def test_degree_one_is_irreversible_for_the_face_detector(api_url, detection_url, technique):
+    source = grace_hopper()
+    before = unpack_detections(infer(detection_url, "centerface", source[None], True))[0]
+    assert any(iou(row[:4], GRACE_HOPPER_FACE) > 0.5 for row in before)
+    config = {"sensitive_info": [face_entry(anonymization_technique=technique)]}
+    out = decode(anonymize(api_url, encode(source), config).content)
+    after = unpack_detections(infer(detection_url, "centerface", out[None], True, score_threshold=0.2))[0]
+    assert not any(iou(row[:4], GRACE_HOPPER_FACE) > 0.1 for row in after), after
+
+
+def test_degree_grows_the_change(api_url):
+    source = grace_hopper()
+    changes = []
+    for degree in (0.25, 0.5, 1.0):
+        config = {"sensitive_info": [face_entry(anonymization_technique="pixelating", anonymization_degree=degree)]}
+        changes.append(
+            region_change(source, decode(anonymize(api_url, encode(source), config).content), GRACE_HOPPER_FACE)
+        )
+    assert 0 < changes[0] < changes[1] < changes[2]
+
+
+def test_ellipse_and_eyes_band_leave_the_rest(api_url):
+    source = grace_hopper()
+    config = {"sensitive_info": [face_entry(anonymization_technique="blackening", region="eyes", mask_scale=1.0)]}
+    out = decode(anonymize(api_url, encode(source), config).content)
+    dets = unpack_detections(
+        infer(api_url_to_detection(api_url), "centerface", source[None], True, score_threshold=0.5)
+    )[0]
+    x1, y1, x2, y2 = dets[0, :4]
+    height = y2 - y1
+    eyes = (x1 + 5, y1 + 0.25 * height, x2 - 5, y1 + 0.5 * height)
+    mouth = (x1 + 5, y1 + 0.7 * height, x2 - 5, y2 - 5)
+    assert decode_mean(out, eyes) < 5  # blackened
+    assert region_change(source, out, mouth) == 0
+    config = {"sensitive_info": [face_entry(anonymization_technique="blackening", shape="ellipse")]}
+    out = decode(anonymize(api_url, encode(source), config).content)
+    width, centre_x, centre_y = x2 - x1, (x1 + x2) / 2, (y1 + y2) / 2 - 0.1 * height
+    left, top = centre_x - 0.75 * width, centre_y - 0.75 * height  # the face box grown 1.5x
+    corner = (left + 2, top + 2, left + 15, top + 15)  # inside the grown box, outside its ellipse
+    assert region_change(source, out, corner) == 0
+    assert decode_mean(out, ((x1 + x2) / 2 - 10, (y1 + y2) / 2 - 10, (x1 + x2) / 2 + 10, (y1 + y2) / 2 + 10)) == 0
+
+
+def api_url_to_detection(api_url: str) -> str:
+    servers = httpx.get(f"{api_url}/servers").json()["data"]
+    return next(s["url"] for s in servers if "centerface" in s["models"]).rstrip("/")
+
+
+def decode_mean(image: np.ndarray, box) -> float:
+    x1, y1, x2, y2 = (int(v) for v in box)
+    return float(image[y1:y2, x1:x2].mean())
+
+
+def test_feather_softens_outside_only(api_url):
+    source = grace_hopper()
+    hard = decode(
+        anonymize(
+            api_url, encode(source), {"sensitive_info": [face_entry(anonymization_technique="blackening")]}
+        ).content
+    )
+    soft = decode(
+        anonymize(
+            api_url, encode(source), {"sensitive_info": [face_entry(anonymization_technique="blackening", feather=0.3)]}
+        ).content
+    )
+    hidden = hard.sum(axis=2) == 0
+    assert (soft[hidden] == 0).all()  # everything hard hid stays fully hidden
+    assert (soft.sum(axis=2) < source.sum(axis=2) - 30).sum() > hidden.sum()  # and the edge fades outside it
+
+
+def test_segmentation_entry_hides_text(api_url):
+    image, lines = text_image()
+    config = {
+        "sensitive_info": [
+            {
+                "class_name": "text",
+                "inference_type": "segmentation",
+                "anonymization_technique": "solid",
+                "anonymization_degree": 1,
+                "color": "#ff0000",
+            }
+        ]
+    }
+    out = decode(anonymize(api_url, encode(image), config).content)
+    for x1, y1, x2, y2 in lines:
+        assert (out[y1:y2, x1:x2] == [255, 0, 0]).all(axis=2).mean() > 0.8
+    assert (out[:30] == 255).all()
+
+
+def test_entries_apply_in_order(api_url):
+    image, lines = text_image()
+    red = {
+        "class_name": "text",
+        "inference_type": "detection",
+        "anonymization_technique": "solid",
+        "anonymization_degree": 1,
+        "color": [255, 0, 0],
+    }
+    blue = {**red, "color": [0, 0, 255]}
+    out = decode(anonymize(api_url, encode(image), {"sensitive_info": [red, blue]}).content)
+    x1, y1, x2, y2 = lines[0]
+    assert (out[y1:y2, x1:x2] == [0, 0, 255]).all()
+
+
+def test_metadata_is_stripped(api_url):
+    source = grace_hopper()
+    exif = Image.Exif()
+    exif[0x010F] = "SecretCam"  # Make
+    exif[0xA431] = "SERIAL-123456"  # BodySerialNumber
+    exif[0x8825] = {1: "N", 2: (48.0, 8.0, 0.0)}  # GPS
+    buffer = io.BytesIO()
+    Image.fromarray(source).save(buffer, format="JPEG", exif=exif.tobytes(), comment=b"private note")
+    response = anonymize(api_url, buffer.getvalue(), {"sensitive_info": [face_entry()]}, name="photo.jpg")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    out = Image.open(io.BytesIO(response.content))
+    assert not out.getexif() and "exif" not in out.info and "comment" not in out.info
+    assert b"SecretCam" not in response.content and b"SERIAL-123456" not in response.content
+
+
+def test_exif_orientation_applied_before_detection(api_url):
+    upright = grace_hopper()
+    stored = np.ascontiguousarray(np.rot90(upright, k=1))  # stored sideways, EXIF 6 says: turn it back
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.fromarray(stored).save(buffer, format="JPEG", exif=exif.tobytes(), quality=98)
+    response = anonymize(
+        api_url, buffer.getvalue(), {"sensitive_info": [face_entry()]}, name="sideways.jpg", output_format="png"
+    )
+    out = decode(response.content)
+    assert out.shape == upright.shape  # delivered upright
+    assert region_change(upright, out, GRACE_HOPPER_FACE) > 20
+    assert region_change(upright, out, BACKGROUND) < 3  # only JPEG noise
+
+
+def test_output_formats_and_quality(api_url):
+    source = encode(grace_hopper())
+    webp = anonymize(api_url, source, {"sensitive_info": [face_entry()]}, output_format="webp")
+    assert webp.headers["content-type"] == "image/webp" and Image.open(io.BytesIO(webp.content)).format == "WEBP"
+    low = anonymize(api_url, source, {"sensitive_info": [face_entry()]}, output_format="jpeg", quality="20")
+    high = anonymize(api_url, source, {"sensitive_info": [face_entry()]}, output_format="jpeg", quality="95")
+    assert len(low.content) < len(high.content)
+    bad = anonymize(api_url, source, {"sensitive_info": [face_entry()]}, output_format="gif")
+    assert bad.status_code == 400 and "gif" in bad.json()["error"]
+
+
+def test_detections_only_and_alongside(api_url):
+    source = encode(grace_hopper())
+    only = anonymize(api_url, source, {"sensitive_info": [face_entry(score_threshold=0.5)]}, detections="only")
+    assert only.status_code == 200
+    found = only.json()["data"]["detections"][0]
+    assert found["class_name"] == "face" and len(found["regions"]) == 1
+    assert iou(found["regions"][0]["box"], GRACE_HOPPER_FACE) > 0.6
+    both = anonymize(api_url, source, {"sensitive_info": [face_entry(score_threshold=0.5)]}, detections="include")
+    body = both.json()["data"]
+    assert body["detections"] == only.json()["data"]["detections"]
+    out = decode(base64.b64decode(body["image"]))
+    assert region_change(grace_hopper(), out, GRACE_HOPPER_FACE) > 20
+
+
+def test_score_threshold_per_entry(api_url):
+    source = encode(grace_hopper())
+    loose = anonymize(api_url, source, {"sensitive_info": [face_entry(score_threshold=0.05)]}, detections="only")
+    strict = anonymize(api_url, source, {"sensitive_info": [face_entry(score_threshold=0.8)]}, detections="only")
+    assert (
+        len(loose.json()["data"]["detections"][0]["regions"])
+        > len(strict.json()["data"]["detections"][0]["regions"])
+        == 1
+    )
+
+
+def test_label_map_contract_is_used(api_url, segmentation_url):
+    """The API and the segmentation server agree on the label-map tensor."""
+    image, _ = text_image()
+    assert infer(segmentation_url, "ppocr_text_seg", image[None], True)[protocol.OUTPUT_LABEL_MAP].shape == (
+        1,
+        400,
+        900,
+    )

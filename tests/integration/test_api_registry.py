@@ -1,0 +1,199 @@
+"""Registry endpoints, BMW's configuration files as they are, discovery of both protocols."""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import FAST_REDISCOVERY
+from tests.images import GRACE_HOPPER_FACE, decode, encode, grace_hopper, region_change
+from tests.integration.test_api_anonymize import anonymize, face_entry
+from tests.servers import PROJECT_ROOT, free_port, running
+
+
+def test_set_url_is_idempotent_with_or_without_slash(api_url, detection_url):
+    for url in (detection_url, detection_url + "/", detection_url.removeprefix("http://")):
+        response = httpx.post(f"{api_url}/set_url/", data={"url": url}, timeout=60)
+        assert response.status_code == 200
+        assert response.json()["data"]["protocol"] == "oip"
+    urls = httpx.get(f"{api_url}/list_urls").json()["data"]
+    assert urls.count(detection_url + "/") == 1
+
+
+def test_set_url_names_the_problem(api_url):
+    closed = f"http://127.0.0.1:{free_port()}/"
+    response = httpx.post(f"{api_url}/set_url", data={"url": closed}, timeout=60)
+    assert response.status_code == 400 and "unreachable" in response.json()["error"]
+    neither = httpx.post(f"{api_url}/set_url", data={"url": api_url}, timeout=60)  # the API itself is no server
+    assert neither.status_code == 400 and "neither" in neither.json()["error"]
+    missing = httpx.post(f"{api_url}/set_url", data={}, timeout=60)
+    assert missing.status_code == 400 and "'url'" in missing.json()["error"]
+    assert httpx.post(f"{api_url}/set_url", data={"url": "ftp://x"}).status_code == 400
+    assert closed not in httpx.get(f"{api_url}/list_urls").json()["data"]
+
+
+def test_available_methods_in_bmw_shape(api_url, detection_url, segmentation_url):
+    methods = httpx.get(f"{api_url}/available_methods/").json()["data"]
+    assert methods["face"]["detection"] == {detection_url + "/": ["centerface"]}
+    assert methods["text"]["segmentation"] == {segmentation_url + "/": ["ppocr_text_seg"]}
+    assert methods["license_plate"]["detection"][detection_url + "/"] == ["license_plate"]
+    assert {"blurring", "pixelating", "blackening", "solid"} <= set(methods["face"]["technique"])
+    assert "background" not in methods
+
+
+def test_health_and_docs(api_url, detection_url):
+    health = httpx.get(f"{api_url}/health").json()
+    assert health["success"] and health["data"]["servers"][detection_url + "/"] is True
+    assert httpx.get(f"{api_url}/docs").status_code == 200
+    assert "/anonymize" in httpx.get(f"{api_url}/openapi.json").json()["paths"]
+
+
+def test_configuration_errors_all_at_once(api_url):
+    config = {
+        "sensitive_info": [
+            {
+                "class_name": "fase",
+                "inference_type": "detection",
+                "anonymization_technique": "blurr",
+                "anonymization_degree": 2,
+            },
+            face_entry(model_name="yolo"),
+            face_entry(url="http://127.0.0.1:1/"),
+            face_entry(colour="red"),
+            {
+                "class_name": "face",
+                "inference_type": "segmentation",
+                "anonymization_technique": "blurring",
+                "anonymization_degree": 1,
+            },
+        ]
+    }
+    response = anonymize(api_url, encode(grace_hopper()), config)
+    assert response.status_code == 422
+    problems = response.json()["data"]["problems"]
+    by_entry = {(p["entry"], p["field"]): p for p in problems}
+    assert "blurring" in by_entry[(0, "anonymization_technique")]["choices"]
+    assert "face" in by_entry[(0, "class_name")]["choices"]
+    assert (0, "anonymization_degree") in by_entry
+    assert by_entry[(1, "model_name")]["choices"] == ["centerface"]
+    assert by_entry[(2, "url")]["value"] == "http://127.0.0.1:1/"
+    assert by_entry[(3, "colour")]["message"].startswith("entry 3: unknown field 'colour'")
+    assert "text" in by_entry[(4, "class_name")]["choices"]  # what segmentation does offer
+
+
+def test_bad_requests_are_4xx(api_url):
+    image = encode(grace_hopper())
+    config = json.dumps({"sensitive_info": [face_entry()]})
+    no_image = httpx.post(f"{api_url}/anonymize", files={"configuration": ("c.json", config)})
+    assert no_image.status_code == 400 and "'image'" in no_image.json()["error"]
+    no_config = httpx.post(f"{api_url}/anonymize", files={"image": ("a.png", image)})
+    assert no_config.status_code == 400 and "'configuration'" in no_config.json()["error"]
+    not_json = anonymize(api_url, image, "{oops")
+    assert not_json.status_code == 422 and "not valid JSON" in not_json.json()["error"]
+    empty = anonymize(api_url, image, {"sensitive_info": []})
+    assert empty.status_code == 422
+    garbage = anonymize(api_url, b"\x89PNG but broken", config)
+    assert garbage.status_code == 400 and "could not be decoded" in garbage.json()["error"]
+    as_string = httpx.post(
+        f"{api_url}/anonymize", files={"image": ("a.png", image)}, data={"configuration": config}, timeout=60
+    )
+    assert as_string.status_code == 200
+
+
+def test_remove_url(api_url, segmentation_url):
+    assert httpx.post(f"{api_url}/remove_url", data={"url": "http://127.0.0.1:1/"}).status_code == 404
+    assert httpx.post(f"{api_url}/remove_url/", data={"url": segmentation_url}).status_code == 200
+    assert segmentation_url + "/" not in httpx.get(f"{api_url}/list_urls").json()["data"]
+    assert httpx.post(f"{api_url}/set_url", data={"url": segmentation_url}, timeout=60).status_code == 200
+
+
+def test_bmw_files_as_they_are_and_a_server_down_at_start(tmp_path, detection_url):
+    """BMW's url_configuration.json with a server that is down at start: the API starts, shows it
+    unavailable, answers 503 for it, and discovers it once it is up."""
+    port = free_port()
+    late_url = f"http://127.0.0.1:{port}/"
+    (tmp_path / "jsonFiles").mkdir()
+    (tmp_path / "jsonFiles" / "url_configuration.json").write_text(
+        json.dumps({"urls": [detection_url + "/", late_url]})
+    )
+    user_config = (PROJECT_ROOT / "jsonFiles" / "user_configuration.json").read_text()
+    with running(
+        ["serve-api", "--data-dir", str(tmp_path)], "/health", tmp_path / "api.log", env=FAST_REDISCOVERY
+    ) as api:
+        health = httpx.get(f"{api}/health").json()["data"]["servers"]
+        assert health == {detection_url + "/": True, late_url: False}
+        response = anonymize(api, encode(grace_hopper()), user_config)  # BMW's user_configuration.json shape
+        assert response.status_code == 200
+        assert region_change(grace_hopper(), decode(response.content), GRACE_HOPPER_FACE) > 20
+        with running_on(port, tmp_path):
+            assert wait_for(lambda: httpx.get(f"{api}/health").json()["data"]["servers"][late_url])
+            methods = httpx.get(f"{api}/available_methods").json()["data"]
+            assert late_url in methods["text"]["segmentation"]
+        saved = json.loads((tmp_path / "jsonFiles" / "url_configuration.json").read_text())
+        assert saved["urls"] == [detection_url + "/", late_url]
+
+
+def running_on(port: int, tmp_path: Path):
+    """A segmentation server on a fixed port (the one registered before it existed)."""
+    from tests.servers import running_fixed
+
+    return running_fixed(["serve-segmentation"], port, "/v2/health/ready", tmp_path / "late.log")
+
+
+def wait_for(condition, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def test_bmw_protocol_server_registered_and_used(tmp_path, api_url):
+    """An inference server that speaks only BMW's protocol is detected as such and used."""
+    env = {"ANONYMIZER_INFERENCE_PROTOCOLS": '["bmw"]'}
+    with running(["serve-detection"], "/models", tmp_path / "bmw.log", env=env) as bmw_url:
+        assert httpx.get(f"{bmw_url}/v2/health/ready").status_code == 404
+        registered = httpx.post(f"{api_url}/set_url", data={"url": bmw_url}, timeout=60).json()["data"]
+        assert registered["protocol"] == "bmw" and registered["models"]["centerface"]["labels"] == ["face"]
+        try:
+            config = {"sensitive_info": [face_entry(url=bmw_url + "/")]}
+            response = anonymize(api_url, encode(grace_hopper()), config)
+            assert response.status_code == 200
+            out = decode(response.content)
+            assert region_change(grace_hopper(), out, GRACE_HOPPER_FACE) > 20
+        finally:
+            httpx.post(f"{api_url}/remove_url", data={"url": bmw_url})
+
+
+def test_fail_closed_when_the_detection_server_stops(tmp_path, api_url):
+    with running(["serve-detection"], "/v2/health/ready", tmp_path / "det.log") as doomed:
+        httpx.post(f"{api_url}/set_url", data={"url": doomed}, timeout=60).raise_for_status()
+    # the server is gone now; the registry still offers its models
+    try:
+        config = {"sensitive_info": [face_entry(url=doomed + "/")]}
+        response = anonymize(api_url, encode(grace_hopper()), config)
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/json"
+        error = response.json()["error"]
+        assert doomed in error and "centerface" in error
+    finally:
+        httpx.post(f"{api_url}/remove_url", data={"url": doomed})
+
+
+def test_concurrent_registrations_keep_the_file_whole(tmp_path, detection_url, segmentation_url):
+    with running(["serve-api", "--data-dir", str(tmp_path)], "/health", tmp_path / "api.log") as api:
+        import concurrent.futures
+
+        urls = [detection_url, segmentation_url] * 6
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = list(
+                pool.map(lambda u: httpx.post(f"{api}/set_url", data={"url": u}, timeout=60).status_code, urls)
+            )
+        assert codes == [200] * len(urls)
+        saved = json.loads((tmp_path / "jsonFiles" / "url_configuration.json").read_text())
+        assert sorted(saved["urls"]) == sorted({detection_url + "/", segmentation_url + "/"})
+        assert not list((tmp_path / "jsonFiles").glob("*.tmp"))
+    shutil.rmtree(tmp_path / "jsonFiles")
