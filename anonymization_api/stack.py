@@ -7,13 +7,14 @@ crash in one is seen, reported and ends the stack instead of leaving it half up.
 import logging
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from anonymization_api.processes import anonymizer_command, stop, wait_until_ready
 
 logger = logging.getLogger(__name__)
 
@@ -27,40 +28,21 @@ class Child:
     ready_url: str
 
 
-def _start(child: Child, log_level: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "anonymization_api.cli", "--log-level", log_level, *child.args]
-    return subprocess.Popen(command)
-
-
 def _wait_ready(children: dict[str, subprocess.Popen], specs: list[Child]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    pending = list(specs)
-    while pending:
-        for spec in list(pending):
-            if children[spec.name].poll() is not None:
-                raise RuntimeError(f"{spec.name} exited with {children[spec.name].returncode} while starting")
-            try:
-                if httpx.get(spec.ready_url, timeout=2.0).status_code == 200:
-                    logger.info("%s ready at %s", spec.name, spec.ready_url)
-                    pending.remove(spec)
-            except httpx.TransportError:
-                pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not ready after {READY_TIMEOUT_S:.0f} s: {[spec.name for spec in pending]}")
-        time.sleep(0.3)
+    for spec in specs:  # all start in parallel; waiting in turn costs nothing
+        try:
+            wait_until_ready(spec.ready_url, children[spec.name], READY_TIMEOUT_S)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{spec.name}: {exc}") from exc
+        logger.info("%s ready at %s", spec.name, spec.ready_url)
 
 
 def _stop(children: dict[str, subprocess.Popen]) -> None:
     for process in children.values():
         if process.poll() is None:
             process.terminate()
-    for name, process in children.items():
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            logger.warning("%s did not stop in time; killing it", name)
-            process.kill()
-            process.wait()
+    for process in children.values():
+        stop(process)
 
 
 def run_stack(specs: list[Child], log_level: str, on_ready: Callable[[], None] | None = None) -> int:
@@ -75,7 +57,7 @@ def run_stack(specs: list[Child], log_level: str, on_ready: Callable[[], None] |
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for spec in specs:
-            children[spec.name] = _start(spec, log_level)
+            children[spec.name] = subprocess.Popen(anonymizer_command(spec.args, log_level))
         _wait_ready(children, specs)
         if on_ready is not None:
             on_ready()

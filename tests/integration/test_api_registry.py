@@ -137,9 +137,7 @@ def test_bmw_files_as_they_are_and_a_server_down_at_start(tmp_path, detection_ur
 
 def running_on(port: int, tmp_path: Path):
     """A segmentation server on a fixed port (the one registered before it existed)."""
-    from tests.servers import running_fixed
-
-    return running_fixed(["serve-segmentation"], port, "/v2/health/ready", tmp_path / "late.log")
+    return running(["serve-segmentation"], "/v2/health/ready", tmp_path / "late.log", port=port)
 
 
 def wait_for(condition, timeout: float = 30.0) -> bool:

@@ -9,7 +9,16 @@ from tritonclient.utils import InferenceServerException
 
 from inference_common import protocol
 from inference_common.serving import unpack_detections
-from tests.images import ASTRONAUT_FACE, GRACE_HOPPER_FACE, astronaut, coverage, grace_hopper, iou, text_image
+from tests.images import (
+    ASTRONAUT_FACE,
+    GRACE_HOPPER_FACE,
+    astronaut,
+    coverage,
+    grace_hopper,
+    iou,
+    pedestrian,
+    text_image,
+)
 
 
 def client(url: str) -> triton.InferenceServerClient:
@@ -63,6 +72,14 @@ def test_text_lines_found(detection_url):
     assert all(iou(background, det[:4]) == 0 for det in dets)
 
 
+def test_person_found_at_its_place(detection_url):
+    image, person = pedestrian()
+    dets = unpack_detections(infer(detection_url, "person", image[None], True))[0]
+    assert len(dets) == 1 and coverage(person, dets[0, :4]) > 0.95 and iou(person, dets[0, :4]) > 0.3
+    blank = np.full_like(image, 200)
+    assert len(unpack_detections(infer(detection_url, "person", blank[None], False))[0]) == 0
+
+
 def test_text_segmentation_label_map(segmentation_url):
     image, lines = text_image()
     label_map = infer(segmentation_url, "ppocr_text_seg", image[None], True)[protocol.OUTPUT_LABEL_MAP]
@@ -90,7 +107,7 @@ def test_metadata_health_and_repository(detection_url):
     assert metadata["inputs"][0]["name"] == protocol.INPUT_IMAGE
     assert [out["name"] for out in metadata["outputs"]] == list(protocol.DETECTION_OUTPUTS)
     names = {entry["name"] for entry in c.get_model_repository_index()}
-    assert {"centerface", "ppocr_text", "license_plate"} <= names
+    assert {"centerface", "ppocr_text", "license_plate", "person"} <= names
     assert "binary_tensor_data" in c.get_server_metadata()["extensions"]
 
 

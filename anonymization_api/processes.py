@@ -1,0 +1,74 @@
+"""Our servers as child processes: start one on a free loopback port, wait until it answers, stop it.
+Used by `anonymizer up`, the benchmarks and the integration tests."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from inference_common.models import PROJECT_ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def anonymizer_command(args: list[str] | tuple[str, ...], log_level: str = "warning") -> list[str]:
+    return [sys.executable, "-m", "anonymization_api.cli", "--log-level", log_level, *args]
+
+
+def wait_until_ready(url: str, process: subprocess.Popen, timeout_s: float = 300.0, log: Path | None = None) -> None:
+    """Poll `url` until it answers 200; raises if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log.read_text()[-3000:] if log else ""
+            raise RuntimeError(f"server exited with {process.returncode} while starting\n{tail}")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    tail = log.read_text()[-3000:] if log else ""
+    raise RuntimeError(f"not ready at {url} after {timeout_s:.0f} s\n{tail}")
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 20.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def running(
+    args: list[str], ready_path: str, log: Path, env: dict[str, str] | None = None, port: int | None = None
+) -> Iterator[str]:
+    """Run `anonymizer ARGS --port P` (a free port unless given); yields its URL once `ready_path` answers."""
+    port = port or free_port()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            anonymizer_command([*args, "--port", str(port)]),
+            cwd=PROJECT_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base + ready_path, process, log=log)
+        yield base
+    finally:
+        stop(process)

@@ -1,0 +1,106 @@
+"""/anonymize latency, p50 and p95, for a 1920x1080 JPEG with faces and the default face
+configuration, with 1 and 4 concurrent clients, next to the in-process pipeline on the same image
+(decode, CenterFace, blur, encode) and the service's overhead as a ratio.
+
+    .venv/bin/python -m bench.anonymize_latency [--requests 40]
+
+Target: p50 at most 150 ms on a 2-core machine with one client.
+"""
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from anonymization_api.configuration import FACE_MASK_SCALE
+from anonymization_api.media import OutputFormat, encode_image
+from anonymization_api.processes import running
+from anonymization_api.regions import FACE_CENTRE_SHIFT, RegionStyle, apply_regions, box_regions
+from anonymization_api.techniques import TECHNIQUES, TechniqueOptions
+from bench.scenes import jpeg, portraits_scene
+from inference_common.imaging import read_image
+from inference_common.models import default_models_dir, fetch_models
+from inference_detection.centerface import CenterFace
+
+FACE_ENTRY = {
+    "class_name": "face",
+    "inference_type": "detection",
+    "anonymization_technique": "blurring",
+    "anonymization_degree": 1,
+}
+CONFIG = json.dumps({"sensitive_info": [FACE_ENTRY]})
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def in_process_ms(image_jpeg: bytes, repeats: int) -> list[float]:
+    """The pipeline without HTTP: decode, detect, blur, encode, as the service does it."""
+    detector = CenterFace()
+    detector.load(default_models_dir())
+    params = detector.parse_params({})
+    style = RegionStyle(mask_scale=FACE_MASK_SCALE, shift_up=FACE_CENTRE_SHIFT)
+    times = []
+    for index in range(repeats + 1):
+        start = time.perf_counter()
+        image, _ = read_image(image_jpeg, 50_000_000)
+        dets = detector.detect(image, params)
+        output = image.copy()
+        regions = box_regions(dets, style, image.shape[1], image.shape[0])
+        apply_regions(output, regions, TECHNIQUES["blurring"], 1.0, TechniqueOptions())
+        encode_image(output, OutputFormat.JPEG, 95)
+        if index:  # the first run compiles the network
+            times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def through_api_ms(api: str, image_jpeg: bytes, requests: int, clients: int) -> list[float]:
+    def one(_: int) -> float:
+        start = time.perf_counter()
+        response = httpx.post(
+            f"{api}/anonymize",
+            files={"image": ("scene.jpg", image_jpeg), "configuration": ("c.json", CONFIG)},
+            timeout=120,
+        )
+        response.raise_for_status()
+        return (time.perf_counter() - start) * 1000
+
+    one(0)  # warm-up
+    with ThreadPoolExecutor(clients) as pool:
+        return list(pool.map(one, range(requests)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=40)
+    args = parser.parse_args()
+    fetch_models(default_models_dir())
+    image_jpeg = jpeg(portraits_scene(1920, 1080))
+    local = in_process_ms(image_jpeg, max(5, args.requests // 4))
+    local_p50 = statistics.median(local)
+    print(f"in-process pipeline     p50 {local_p50:7.1f} ms  p95 {percentile(local, 0.95):7.1f} ms")
+    work = Path(tempfile.mkdtemp())
+    with (
+        running(["serve-detection"], "/v2/health/ready", work / "det.log") as detection,
+        running(["serve-api", "--data-dir", str(work)], "/health", work / "api.log") as api,
+    ):
+        httpx.post(f"{api}/set_url", data={"url": detection}, timeout=60).raise_for_status()
+        for clients in (1, 4):
+            times = through_api_ms(api, image_jpeg, args.requests, clients)
+            p50 = statistics.median(times)
+            throughput = clients * 1000 / p50
+            print(
+                f"/anonymize, {clients} client(s)  p50 {p50:7.1f} ms  p95 {percentile(times, 0.95):7.1f} ms  "
+                f"overhead {p50 / local_p50:5.2f}x  ~{throughput:.1f} images/s"
+            )
+
+
+if __name__ == "__main__":
+    main()
