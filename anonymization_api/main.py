@@ -13,8 +13,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from anonymization_api.clients import InferenceClients
 from anonymization_api.errors import AnonymisationError, InvalidConfiguration
+from anonymization_api.jobs import JobManager, QueueFull
 from anonymization_api.registry import Registry
-from anonymization_api.routes import images, registry
+from anonymization_api.routes import images, registry, videos
+from anonymization_api.routes.videos import remove_uploads
 from anonymization_api.schemas import envelope
 from anonymization_api.settings import ApiSettings, get_settings
 from inference_common.errors import InferenceServerError
@@ -33,10 +35,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         await the_registry.refresh()
         app.state.registry = the_registry
         app.state.clients = InferenceClients(settings.inference_timeout_s)
+        app.state.jobs = JobManager(settings.videos_dir, settings.video_workers, settings.video_queue)
         rediscovery = asyncio.create_task(the_registry.keep_discovering(settings.rediscover_interval_s))
         try:
             yield
         finally:
+            await app.state.jobs.shutdown()
+            remove_uploads(settings.data_dir / ".uploads")
             rediscovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await rediscovery
@@ -52,6 +57,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(registry.router)
     app.include_router(images.router)
+    app.include_router(videos.router)
     _add_error_handlers(app)
     _add_body_limit(app, settings.max_upload_bytes + 2 * 1024 * 1024)
     return app
@@ -65,6 +71,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidConfiguration)
     async def _configuration(request: Request, exc: InvalidConfiguration) -> JSONResponse:
         return _error(exc.status_code, str(exc), {"problems": exc.problems})
+
+    @app.exception_handler(QueueFull)
+    async def _full(request: Request, exc: QueueFull) -> JSONResponse:
+        response = _error(exc.status_code, str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.exception_handler(AnonymisationError)
     async def _ours(request: Request, exc: AnonymisationError) -> JSONResponse:

@@ -21,6 +21,10 @@ class ApiSettings(BaseSettings):
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(50_000_000, ge=1)
     jpeg_quality: int = Field(95, ge=1, le=100, description="default quality of JPEG and WebP output")
+    max_video_bytes: int = Field(8 * 1024**3, ge=1, description="largest video upload")
+    video_workers: int = Field(1, ge=1, description="video jobs run at once")
+    video_queue: int = Field(16, ge=0, description="video jobs that may wait; beyond it: 429")
+    video_batch_size: int = Field(8, ge=1, le=64, description="frames per inference call")
 
     @property
     def url_configuration(self) -> Path:

@@ -56,10 +56,29 @@ def entry_regions(entry: PlannedEntry, result: np.ndarray, width: int, height: i
         threshold = entry.info.score_threshold
         if threshold is not None:
             dets = dets[dets[:, 4] >= threshold]
-        audit = [{"box": [round(float(v), 1) for v in row[:4]], "score": round(float(row[4]), 4)} for row in dets]
-        return box_regions(dets, entry.style, width, height), audit
+        regions, audit = [], []
+        for row in dets:
+            hidden = box_regions(row[None], entry.style, width, height)
+            regions.extend(hidden)
+            audit.append(
+                {
+                    "box": [round(float(v), 1) for v in row[:4]],
+                    "score": round(float(row[4]), 4),
+                    "hidden": [[r.x1, r.y1, r.x2, r.y2] for r in hidden],
+                    "shape": entry.style.shape,
+                }
+            )
+        return regions, audit
     regions = mask_regions(result == entry.class_index, entry.style)
-    audit = [{"box": [r.x1, r.y1, r.x2, r.y2], "pixels": int((r.alpha >= 1).sum())} for r in regions]
+    audit = [
+        {
+            "box": [r.x1, r.y1, r.x2, r.y2],
+            "hidden": [[r.x1, r.y1, r.x2, r.y2]],
+            "shape": "mask",
+            "pixels": int((r.alpha >= 1).sum()),
+        }
+        for r in regions
+    ]
     return regions, audit
 
 

@@ -1,0 +1,171 @@
+"""Video jobs: a bounded pool that runs anonymisation in the background, with progress,
+cancellation and results written as BMW did, to `anonymized_videos/<name>_<TIMESTAMP>.mp4`.
+
+Jobs live in memory; a restart forgets them (their finished files stay in the folder). While a
+job runs its output is `<name>.partial.mp4`, renamed only on success; failed and cancelled jobs
+leave nothing behind.
+"""
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from anonymization_api.errors import AnonymisationError, UnknownRegistration
+from anonymization_api.pipelines.video import Cancelled, Progress
+
+logger = logging.getLogger(__name__)
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class QueueFull(AnonymisationError):
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class UnknownJob(UnknownRegistration):
+    pass
+
+
+Work = Callable[[Path, Progress, Callable[[], bool]], Awaitable[None]]
+
+
+@dataclass
+class Job:
+    id: str
+    name: str
+    output: Path
+    input: Path
+    state: JobState = JobState.QUEUED
+    progress: Progress = field(default_factory=Progress)
+    error: str | None = None
+    error_status: int | None = None
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished: datetime | None = None
+    cancel_requested: bool = False
+    task: asyncio.Task | None = None
+
+    @property
+    def partial(self) -> Path:
+        return self.output.with_suffix(".partial.mp4")
+
+    def describe(self) -> dict[str, Any]:
+        progress = self.progress
+        running = self.state is JobState.RUNNING
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state.value,
+            "frames_done": progress.frames_done,
+            "frames_total": progress.frames_total,
+            "fps": round(progress.fps, 2) if running or self.state is JobState.DONE else None,
+            "eta_seconds": round(progress.eta_seconds, 1) if running and progress.eta_seconds is not None else None,
+            "error": self.error,
+            "created": self.created.isoformat(),
+            "finished": self.finished.isoformat() if self.finished else None,
+            "output": str(self.output) if self.state is JobState.DONE else None,
+            "result_url": f"/jobs/{self.id}/result" if self.state is JobState.DONE else None,
+            "status_url": f"/jobs/{self.id}",
+        }
+
+
+def output_name(original: str, when: datetime) -> str:
+    """`<original stem>_<TIMESTAMP>.mp4`, the stem reduced to safe characters."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(original or "video").stem).strip("._") or "video"
+    return f"{stem}_{when.strftime('%Y%m%d_%H%M%S_%f')}.mp4"
+
+
+class JobManager:
+    def __init__(self, output_dir: Path, workers: int, queue_size: int) -> None:
+        self._output_dir = output_dir
+        self._slots = asyncio.Semaphore(workers)
+        self._workers = workers
+        self._queue_size = queue_size
+        self._jobs: dict[str, Job] = {}
+
+    def jobs(self) -> list[Job]:
+        return list(self._jobs.values())
+
+    def get(self, job_id: str) -> Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise UnknownJob(f"no job '{job_id}'; GET /jobs lists them") from None
+
+    def _waiting(self) -> int:
+        return sum(1 for job in self._jobs.values() if job.state is JobState.QUEUED)
+
+    def submit(self, name: str, input_path: Path, work: Work) -> Job:
+        """Queue a job; 429 with Retry-After when the queue is full."""
+        if self._waiting() >= self._queue_size:
+            raise QueueFull(f"{self._queue_size} video jobs are already waiting; try again later", retry_after_s=30)
+        self._output_dir.mkdir(parents=True, exist_ok=True)
+        job = Job(uuid.uuid4().hex[:12], name, self._output_dir / output_name(name, datetime.now(UTC)), input_path)
+        self._jobs[job.id] = job
+        job.task = asyncio.create_task(self._run(job, work))
+        return job
+
+    async def _run(self, job: Job, work: Work) -> None:
+        try:
+            async with self._slots:
+                if job.cancel_requested:
+                    raise Cancelled()
+                job.state = JobState.RUNNING
+                job.progress = Progress()
+                await work(job.partial, job.progress, lambda: job.cancel_requested)
+                job.partial.replace(job.output)
+                job.state = JobState.DONE
+        except (Cancelled, asyncio.CancelledError):
+            job.state = JobState.CANCELLED
+        except AnonymisationError as exc:
+            job.state, job.error, job.error_status = JobState.FAILED, str(exc), exc.status_code
+        except Exception as exc:  # a job must end in a state, whatever broke
+            logger.exception("video job %s failed", job.id)
+            job.state, job.error, job.error_status = (
+                JobState.FAILED,
+                f"internal error: {type(exc).__name__}: {exc}",
+                500,
+            )
+        finally:
+            job.finished = datetime.now(UTC)
+            if job.state is not JobState.DONE:
+                job.partial.unlink(missing_ok=True)  # fail closed: nothing half-anonymised stays on disk
+            job.input.unlink(missing_ok=True)
+
+    async def wait(self, job: Job) -> None:
+        if job.task is not None:
+            await asyncio.shield(job.task)
+
+    async def cancel(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        if job.state in (JobState.QUEUED, JobState.RUNNING):
+            job.cancel_requested = True
+            if job.task is not None:
+                job.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job.task
+        return job
+
+    async def shutdown(self) -> None:
+        for job in self._jobs.values():
+            if job.task is not None and not job.task.done():
+                job.cancel_requested = True
+                job.task.cancel()
+        await asyncio.gather(*(j.task for j in self._jobs.values() if j.task), return_exceptions=True)

@@ -1,0 +1,154 @@
+"""Video endpoints: POST /anonymize_video starts a job; /jobs reports, serves and cancels them."""
+
+import asyncio
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.datastructures import UploadFile
+
+from anonymization_api.configuration import parse_configuration, plan
+from anonymization_api.deps import ClientsDep, RegistryDep, SettingsDep, form_bytes, form_text, read_form
+from anonymization_api.errors import InvalidRequest, PayloadTooLarge
+from anonymization_api.jobs import JobManager, JobState
+from anonymization_api.pipelines.video import VideoOptions, anonymise_video, probe
+from anonymization_api.routes import route
+from anonymization_api.schemas import envelope
+
+router = APIRouter(tags=["videos"])
+
+FORM_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["video", "configuration"],
+                    "properties": {
+                        "video": {"type": "string", "format": "binary"},
+                        "configuration": {"type": "string", "format": "binary", "description": "JSON file or string"},
+                        "keep_audio": {"type": "boolean", "default": True},
+                        "tracking": {"type": "boolean", "default": True},
+                        "hold_seconds": {"type": "number", "default": 0.5},
+                        "wait": {"type": "boolean", "default": False},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _jobs(request: Request) -> JobManager:
+    return request.app.state.jobs
+
+
+def _flag(form, name: str, default: bool) -> bool:
+    raw = form_text(form, name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise InvalidRequest(f"{name} '{raw}' must be true or false")
+    return value in ("true", "1", "yes")
+
+
+def _hold(form) -> float:
+    raw = form_text(form, "hold_seconds")
+    try:
+        value = 0.5 if raw is None else float(raw)
+    except ValueError:
+        raise InvalidRequest(f"hold_seconds '{raw}' must be a number of seconds from 0 to 5") from None
+    if not 0 <= value <= 5:
+        raise InvalidRequest(f"hold_seconds {value} must lie between 0 and 5")
+    return value
+
+
+async def _save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{uuid.uuid4().hex}{Path(upload.filename or '').suffix[:8]}"
+    size = 0
+    with target.open("wb") as out:
+        while chunk := await upload.read(1 << 20):
+            size += len(chunk)
+            if size > limit:
+                out.close()
+                target.unlink(missing_ok=True)
+                raise PayloadTooLarge(f"the video is larger than the limit of {limit} bytes")
+            await asyncio.to_thread(out.write, chunk)
+    return target
+
+
+@route(router, "POST", "/anonymize_video", summary="Anonymise a video as a background job", openapi_extra=FORM_DOC)
+async def anonymize_video(
+    request: Request, settings: SettingsDep, registry: RegistryDep, clients: ClientsDep
+) -> JSONResponse:
+    form = await read_form(request)
+    upload = form.get("video")
+    if not isinstance(upload, UploadFile):
+        raise InvalidRequest("the form field 'video' is missing; send the video as the multipart file 'video'")
+    config = await form_bytes(
+        form, "configuration", "send the JSON configuration as a file or string field 'configuration'", 1024 * 1024
+    )
+    the_plan = plan(parse_configuration(config), registry)
+    options = VideoOptions(
+        keep_audio=_flag(form, "keep_audio", True),
+        tracking=_flag(form, "tracking", True),
+        hold_seconds=_hold(form),
+        batch_size=settings.video_batch_size,
+    )
+    wait = _flag(form, "wait", False)
+    source = await _save_upload(upload, settings.data_dir / ".uploads", settings.max_video_bytes)
+    try:
+        await asyncio.to_thread(probe, source)
+    except BaseException:
+        source.unlink(missing_ok=True)
+        raise
+
+    async def work(output: Path, progress, is_cancelled) -> None:
+        await anonymise_video(source, output, the_plan, options, clients, registry, progress, is_cancelled)
+
+    jobs = _jobs(request)
+    job = jobs.submit(upload.filename or "video", source, work)
+    if wait:
+        await jobs.wait(job)
+        if job.state is JobState.FAILED:
+            return JSONResponse(envelope(job.describe(), job.error), status_code=job.error_status or 500)
+        return JSONResponse(envelope(job.describe()), status_code=200)
+    return JSONResponse(envelope(job.describe()), status_code=202, headers={"Location": f"/jobs/{job.id}"})
+
+
+@route(router, "GET", "/jobs", summary="Every video job with its state and progress")
+async def list_jobs(request: Request) -> dict[str, Any]:
+    return envelope([job.describe() for job in _jobs(request).jobs()])
+
+
+@route(router, "GET", "/jobs/{job_id}", summary="One job: state, frames done and total, fps, ETA, error")
+async def get_job(request: Request, job_id: str) -> dict[str, Any]:
+    return envelope(_jobs(request).get(job_id).describe())
+
+
+@route(router, "GET", "/jobs/{job_id}/result", summary="Download the anonymised video (HTTP range requests work)")
+async def job_result(request: Request, job_id: str) -> FileResponse:
+    job = _jobs(request).get(job_id)
+    if job.state is not JobState.DONE:
+        raise JobNotDone(f"job {job_id} is {job.state.value}; the result exists only once it is done")
+    return FileResponse(job.output, media_type="video/mp4", filename=job.output.name)
+
+
+@route(router, "DELETE", "/jobs/{job_id}", summary="Cancel a job; its partial output is removed")
+async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
+    job = await _jobs(request).cancel(job_id)
+    return envelope(job.describe())
+
+
+class JobNotDone(InvalidRequest):
+    status_code = 409
+
+
+def remove_uploads(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
