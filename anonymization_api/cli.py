@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     api.set_defaults(handler=_serve_api)
 
+    from anonymization_api import batch, evaluation
+
+    batch.add_command(commands)
+    evaluation.add_command(commands)
+
     up = commands.add_parser("up", help="start the whole stack on loopback; Ctrl-C stops it")
     up.add_argument("--api-port", type=int, default=4343)
     up.add_argument("--data-dir", type=Path, default=None, help="the API's data folder (default: the project)")

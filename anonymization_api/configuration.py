@@ -30,15 +30,15 @@ class PlannedEntry:
     options: TechniqueOptions
 
     @property
-    def call_key(self) -> tuple[str, str]:
-        return self.servers[0].url, self.model.name
+    def call_key(self) -> tuple[str, str, str | None]:
+        return self.servers[0].url, self.model.name, self.info.preset
 
 
 @dataclass
 class Plan:
     entries: list[PlannedEntry]
     # The parameters of each (server, model) call, merged across the entries that share it.
-    calls: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    calls: dict[tuple[str, str, str | None], dict[str, Any]] = field(default_factory=dict)
 
 
 def parse_configuration(raw: bytes | str) -> dict[str, Any]:
@@ -77,13 +77,18 @@ def plan(content: dict[str, Any], registry: Registry) -> Plan:
         raise InvalidConfiguration(problems)
     result = Plan(entries)
     for entry in entries:
-        _merge_threshold(result.calls.setdefault(entry.call_key, {}), entry)
+        parameters = result.calls.setdefault(entry.call_key, {})
+        if entry.info.preset is not None:
+            parameters["preset"] = entry.info.preset
+        _merge_threshold(parameters, entry)
     return result
 
 
 def _merge_threshold(parameters: dict[str, Any], entry: PlannedEntry) -> None:
     """Ask the model for the lowest threshold any entry wants; each entry filters its own after."""
     wanted = entry.info.score_threshold
+    if wanted is None and entry.info.preset is not None:
+        wanted = entry.model.presets.get(entry.info.preset, {}).get("score_threshold")
     if wanted is None:
         wanted = entry.model.defaults.get("score_threshold")
     if wanted is None:
@@ -197,11 +202,21 @@ def _resolve(index: int, info: SensitiveInfo, registry: Registry, problems: list
             )
         )
         return None
+    model = offering[0][1]
+    if info.preset is not None and info.preset not in model.presets:
+        problems.append(
+            _problem(
+                index,
+                "preset",
+                info.preset,
+                f"model '{model.name}' has no preset '{info.preset}'",
+                sorted(model.presets),
+            )
+        )
     if len(problems) > found:
         return None
     # Servers offering the same model are replicas; available ones first.
     servers = tuple(sorted((s for s, _ in offering), key=lambda s: not s.available))
-    model = offering[0][1]
     is_face = info.class_name == "face" and task is Task.DETECTION
     scale = info.mask_scale or (FACE_MASK_SCALE if is_face else DEFAULT_MASK_SCALE)
     style = RegionStyle(

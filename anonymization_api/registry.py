@@ -35,6 +35,7 @@ class ModelInfo:
     task: Task
     labels: tuple[str, ...]
     defaults: dict[str, Any] = field(default_factory=dict)
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -232,6 +233,12 @@ def _parameter(parameters: dict[str, Any], key: str) -> Any:
     return value
 
 
+def _json_parameter(parameters: dict[str, Any], key: str) -> dict[str, Any]:
+    value = _parameter(parameters, key)
+    value = json.loads(value) if isinstance(value, str) else value
+    return value if isinstance(value, dict) else {}
+
+
 async def _discover_oip(url: str, client: httpx.AsyncClient) -> ServerInfo:
     index = await client.post("v2/repository/index", json={"ready": True})
     index.raise_for_status()
@@ -248,9 +255,8 @@ async def _discover_oip(url: str, client: httpx.AsyncClient) -> ServerInfo:
             logger.warning("%s: model %s does not declare parameters task and labels; skipped", url, name)
             continue
         labels = json.loads(labels) if isinstance(labels, str) else labels
-        defaults = _parameter(parameters, "defaults")
-        defaults = json.loads(defaults) if isinstance(defaults, str) else defaults or {}
-        models[name] = ModelInfo(name, Task(task), tuple(str(label) for label in labels), defaults)
+        defaults, presets = (_json_parameter(parameters, key) for key in ("defaults", "presets"))
+        models[name] = ModelInfo(name, Task(task), tuple(str(label) for label in labels), defaults, presets)
     return ServerInfo(url, Protocol.OIP, models, available=True)
 
 
@@ -269,7 +275,12 @@ def _server_to_json(server: ServerInfo) -> dict[str, Any]:
     return {
         "protocol": server.protocol.value if server.protocol else None,
         "models": {
-            name: {"task": model.task.value, "labels": list(model.labels), "defaults": model.defaults}
+            name: {
+                "task": model.task.value,
+                "labels": list(model.labels),
+                "defaults": model.defaults,
+                "presets": model.presets,
+            }
             for name, model in server.models.items()
         },
     }
@@ -278,7 +289,9 @@ def _server_to_json(server: ServerInfo) -> dict[str, Any]:
 def _server_from_json(url: str, content: dict[str, Any]) -> ServerInfo:
     protocol = content.get("protocol")
     models = {
-        name: ModelInfo(name, Task(spec["task"]), tuple(spec["labels"]), spec.get("defaults") or {})
+        name: ModelInfo(
+            name, Task(spec["task"]), tuple(spec["labels"]), spec.get("defaults") or {}, spec.get("presets") or {}
+        )
         for name, spec in (content.get("models") or {}).items()
     }
     return ServerInfo(url, Protocol(protocol) if protocol else None, models, available=False, error="not checked yet")

@@ -24,6 +24,7 @@ class SensitiveInfo(BaseModel):
     anonymization_degree: float = Field(ge=0.0, le=1.0, description="0 leaves pixels unchanged, 1 is irreversible")
     model_name: str | None = Field(None, description="optional where one model offers the class")
     url: str | None = Field(None, description="optional where one server offers the model")
+    preset: str | None = Field(None, description="a named parameter set of the model, e.g. strict or balanced")
     score_threshold: float | None = Field(None, ge=0.0, le=1.0, description="minimum detection score")
     mask_scale: float | None = Field(
         None, ge=0.5, le=4.0, description="box enlargement; default 1.5 for faces (forehead and hair), 1.15 others"

@@ -42,10 +42,20 @@ class ServedModel(ABC):
     def predict(self, images: np.ndarray, params: ModelParams) -> dict[str, np.ndarray]:
         """Run on a batch (B, H, W, 3) uint8 RGB; returns the contract's output tensors by name."""
 
+    # Named parameter sets (e.g. "strict", "balanced"); a request's `preset` parameter picks one, and
+    # any parameter the request also gives overrides the preset's.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
     def parse_params(self, raw: dict[str, Any] | None) -> ModelParams:
         """Validate request parameters, naming each bad one and what it accepts."""
+        raw = dict(raw or {})
+        preset = raw.pop("preset", None)
+        if preset is not None:
+            if preset not in self.presets:
+                raise BadRequest(f"model {self.name}: unknown preset '{preset}'; valid: {sorted(self.presets)}")
+            raw = {**self.presets[preset], **raw}
         try:
-            return self.params_type.model_validate(raw or {})
+            return self.params_type.model_validate(raw)
         except ValidationError as exc:
             problems = "; ".join(
                 f"parameter {'.'.join(map(str, err['loc'])) or '?'}: {err['msg']}" for err in exc.errors()
@@ -86,6 +96,7 @@ class ServedModel(ABC):
                 "task": {"string_value": self.task.value},
                 "labels": {"string_value": json.dumps(list(self.labels))},
                 "defaults": {"string_value": json.dumps(self.parameter_defaults())},
+                "presets": {"string_value": json.dumps(self.presets)},
             },
         }
 
