@@ -30,15 +30,17 @@ class PlannedEntry:
     options: TechniqueOptions
 
     @property
-    def call_key(self) -> tuple[str, str, str | None]:
-        return self.servers[0].url, self.model.name, self.info.preset
+    def call_key(self) -> tuple[str, str, str]:
+        """Entries with the same key share one inference call."""
+        parameters = json.dumps({"preset": self.info.preset, **self.info.model_parameters}, sort_keys=True)
+        return self.servers[0].url, self.model.name, parameters
 
 
 @dataclass
 class Plan:
     entries: list[PlannedEntry]
     # The parameters of each (server, model) call, merged across the entries that share it.
-    calls: dict[tuple[str, str, str | None], dict[str, Any]] = field(default_factory=dict)
+    calls: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 def parse_configuration(raw: bytes | str) -> dict[str, Any]:
@@ -77,7 +79,7 @@ def plan(content: dict[str, Any], registry: Registry) -> Plan:
         raise InvalidConfiguration(problems)
     result = Plan(entries)
     for entry in entries:
-        parameters = result.calls.setdefault(entry.call_key, {})
+        parameters = result.calls.setdefault(entry.call_key, dict(entry.info.model_parameters))
         if entry.info.preset is not None:
             parameters["preset"] = entry.info.preset
         _merge_threshold(parameters, entry)
@@ -87,6 +89,8 @@ def plan(content: dict[str, Any], registry: Registry) -> Plan:
 def _merge_threshold(parameters: dict[str, Any], entry: PlannedEntry) -> None:
     """Ask the model for the lowest threshold any entry wants; each entry filters its own after."""
     wanted = entry.info.score_threshold
+    if wanted is None and "score_threshold" in entry.info.model_parameters:
+        return  # the entry set the model's threshold itself
     if wanted is None and entry.info.preset is not None:
         wanted = entry.model.presets.get(entry.info.preset, {}).get("score_threshold")
     if wanted is None:

@@ -77,6 +77,10 @@ class Job:
             "frames_total": progress.frames_total,
             "fps": round(progress.fps, 2) if running or self.state is JobState.DONE else None,
             "eta_seconds": round(progress.eta_seconds, 1) if running and progress.eta_seconds is not None else None,
+            "detections": [
+                {"entry": entry, "frames": progress.frames_hidden[entry], "regions": progress.regions_hidden[entry]}
+                for entry in sorted(progress.frames_hidden)
+            ],
             "error": self.error,
             "created": self.created.isoformat(),
             "finished": self.finished.isoformat() if self.finished else None,
@@ -109,13 +113,17 @@ class JobManager:
         except KeyError:
             raise UnknownJob(f"no job '{job_id}'; GET /jobs lists them") from None
 
-    def _waiting(self) -> int:
-        return sum(1 for job in self._jobs.values() if job.state is JobState.QUEUED)
+    def _active(self) -> int:
+        return sum(1 for job in self._jobs.values() if job.state in (JobState.QUEUED, JobState.RUNNING))
 
     def submit(self, name: str, input_path: Path, work: Work) -> Job:
-        """Queue a job; 429 with Retry-After when the queue is full."""
-        if self._waiting() >= self._queue_size:
-            raise QueueFull(f"{self._queue_size} video jobs are already waiting; try again later", retry_after_s=30)
+        """Queue a job; 429 with Retry-After when every worker is busy and the queue is full."""
+        if self._active() >= self._workers + self._queue_size:
+            raise QueueFull(
+                f"{self._workers} video job(s) running and {self._queue_size} waiting, the most allowed; "
+                "try again later",
+                retry_after_s=30,
+            )
         self._output_dir.mkdir(parents=True, exist_ok=True)
         job = Job(uuid.uuid4().hex[:12], name, self._output_dir / output_name(name, datetime.now(UTC)), input_path)
         self._jobs[job.id] = job

@@ -25,6 +25,9 @@ class SensitiveInfo(BaseModel):
     model_name: str | None = Field(None, description="optional where one model offers the class")
     url: str | None = Field(None, description="optional where one server offers the model")
     preset: str | None = Field(None, description="a named parameter set of the model, e.g. strict or balanced")
+    model_parameters: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="request parameters passed to the model as they are, e.g. {'scales': '1'}"
+    )
     score_threshold: float | None = Field(None, ge=0.0, le=1.0, description="minimum detection score")
     mask_scale: float | None = Field(
         None, ge=0.5, le=4.0, description="box enlargement; default 1.5 for faces (forehead and hair), 1.15 others"

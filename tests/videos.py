@@ -52,7 +52,9 @@ def make_video(
     pictures, faces, timestamps = [], [], []
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        # 4:2:0 needs even sizes; odd ones are made in 4:4:4
+        video.width, video.height = width, height
+        video.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
         video.time_base = time_base
         video.codec_context.time_base = time_base
         video.options = {"crf": "18", "preset": "ultrafast"}
@@ -65,7 +67,7 @@ def make_video(
             y = (height - patch.shape[0]) // 2
             picture = scene.copy()
             picture[y : y + patch.shape[0], x : x + patch.shape[1]] = patch
-            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format=video.pix_fmt)
             frame.pts, frame.time_base = pts, time_base
             out.mux(video.encode(frame))
             pictures.append(picture)

@@ -21,7 +21,7 @@ from inference_common.protocol import Task
 
 logger = logging.getLogger(__name__)
 
-Results = dict[tuple[str, str, str | None], list[np.ndarray]]
+Results = dict[tuple[str, str, str], list[np.ndarray]]
 
 
 async def localise(plan: Plan, images: np.ndarray, clients: InferenceClients, registry: Registry) -> Results:

@@ -58,6 +58,20 @@ class Progress:
     frames_done: int = 0
     frames_total: int = 0
     started: float = field(default_factory=time.monotonic)
+    # per configuration entry: frames in which it hid something, and regions hidden in all
+    frames_hidden: dict[int, int] = field(default_factory=dict)
+    regions_hidden: dict[int, int] = field(default_factory=dict)
+
+    def count(self, record: "FrameRecord") -> None:
+        for entry, found in record.boxes.items():
+            regions = sum(len(boxes) for boxes in found)
+            self._add(entry, regions)
+        for entry, mask in record.masks.items():
+            self._add(entry, int(mask.any()))
+
+    def _add(self, entry: int, regions: int) -> None:
+        self.regions_hidden[entry] = self.regions_hidden.get(entry, 0) + regions
+        self.frames_hidden[entry] = self.frames_hidden.get(entry, 0) + (regions > 0)
 
     @property
     def fps(self) -> float:
@@ -287,6 +301,7 @@ async def anonymise_video(
                     while len(buffer) > hold:
                         done = buffer.popleft()
                         del by_index[done.index]
+                        progress.count(done)
                         ready.append(done)
             if encode is not None:
                 await encode
@@ -294,21 +309,21 @@ async def anonymise_video(
             progress.frames_done = index - len(buffer)
         if encode is not None:
             await encode
+        for record in buffer:
+            progress.count(record)
         await asyncio.to_thread(writer.write, list(buffer), plan, [])
         await asyncio.to_thread(writer.finish)
         progress.frames_done = index
         progress.frames_total = index
     except BaseException:
-        for task in (decode, encode):
-            if task is not None and not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        # A thread cannot be cancelled: let the running decode and encode finish before their
+        # containers are closed under them (closing first crashes FFmpeg).
+        await asyncio.gather(*(task for task in (decode, encode) if task is not None), return_exceptions=True)
         if writer is not None:
             await asyncio.to_thread(writer.abort)
         raise
     finally:
-        if not decode.done():
-            await asyncio.gather(decode, return_exceptions=True)
+        await asyncio.gather(decode, return_exceptions=True)
         await asyncio.to_thread(reader.close)
 
 

@@ -248,3 +248,16 @@ def test_label_map_contract_is_used(api_url, segmentation_url):
         400,
         900,
     )
+
+
+def test_model_parameters_reach_the_model(api_url):
+    source = encode(grace_hopper())
+    few = {"sensitive_info": [face_entry(model_parameters={"scales": "1", "score_threshold": 0.7})]}
+    many = {"sensitive_info": [face_entry(model_parameters={"scales": "1,2", "score_threshold": 0.05})]}
+    counted = [
+        len(anonymize(api_url, source, config, detections="only").json()["data"]["detections"][0]["regions"])
+        for config in (few, many)
+    ]
+    assert counted[0] == 1 and counted[1] > 1
+    wrong = anonymize(api_url, source, {"sensitive_info": [face_entry(model_parameters={"scale": "1"})]})
+    assert wrong.status_code == 502 and "scale" in wrong.json()["error"]

@@ -1,0 +1,226 @@
+"""POST /anonymize_video and /jobs through the real API and inference servers, on generated
+videos with a real face moving across them and a sine-tone audio track."""
+
+import itertools
+import json
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import FAST_REDISCOVERY
+from tests.images import region_change
+from tests.integration.test_api_anonymize import face_entry
+from tests.servers import running
+from tests.videos import make_video, read_frames
+
+CONFIG = json.dumps({"sensitive_info": [face_entry()]})
+
+
+def submit(api: str, path: Path, config: str = CONFIG, **form) -> httpx.Response:
+    with path.open("rb") as handle:
+        return httpx.post(
+            f"{api}/anonymize_video",
+            files={"video": (path.name, handle, "video/mp4"), "configuration": ("c.json", config)},
+            data=form,
+            timeout=300,
+        )
+
+
+def wait_job(api: str, job_id: str, timeout: float = 300, until=lambda job: job["state"] not in ("queued", "running")):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{api}/jobs/{job_id}").json()["data"]
+        if until(job):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not reach the state in time: {job}")
+
+
+def result(api: str, job: dict, tmp_path: Path) -> Path:
+    response = httpx.get(f"{api}{job['result_url']}", timeout=60)
+    assert response.status_code == 200 and response.headers["content-type"] == "video/mp4"
+    out = tmp_path / "result.mp4"
+    out.write_bytes(response.content)
+    return out
+
+
+def assert_faces_hidden(source, frames: list[np.ndarray]) -> None:
+    for index, (before, after) in enumerate(zip(source.frames, frames, strict=True)):
+        assert region_change(before, after, source.faces[index]) > 25, f"face visible in frame {index}"
+
+
+def test_video_keeps_audio_frames_timing_and_hides_every_face(api_url, tmp_path):
+    source = make_video(tmp_path / "walk.mp4", frames=45, fps=15)
+    response = submit(api_url, source.path)
+    assert response.status_code == 202
+    job_id = response.json()["data"]["id"]
+    assert response.headers["location"] == f"/jobs/{job_id}"
+    job = wait_job(api_url, job_id)
+    assert job["state"] == "done" and job["frames_done"] == 45 and job["frames_total"] == 45
+    assert Path(job["output"]).name.startswith("walk_") and job["output"].endswith(".mp4")
+    out = result(api_url, job, tmp_path)
+    with av.open(str(out)) as container, av.open(str(source.path)) as original:
+        video = container.streams.video[0]
+        assert video.codec_context.name == "h264" and video.codec_context.pix_fmt == "yuv420p"
+        assert len(container.streams.audio) == 1
+        frame_s = 1 / 15
+        assert abs(container.duration - original.duration) / 1e6 <= frame_s
+    frames, pts, time_base = read_frames(out)
+    assert len(frames) == 45
+    assert [p * time_base for p in pts] == [p * source.time_base for p in source.pts]
+    assert_faces_hidden(source, frames)
+    decoded, _, _ = read_frames(source.path)
+    below = (0, 230, 480, 270)  # background below the face's path and its enlarged box
+    assert all(region_change(before, after, below) < 4 for before, after in zip(decoded, frames, strict=True))
+
+
+def test_variable_frame_rate_keeps_its_timing(api_url, tmp_path):
+    source = make_video(tmp_path / "vfr.mp4", frames=30, variable_rate=True, audio=False)
+    job = wait_job(api_url, submit(api_url, source.path).json()["data"]["id"])
+    frames, pts, time_base = read_frames(result(api_url, job, tmp_path))
+    assert len(frames) == 30
+    got = [float(p * time_base) for p in pts]
+    want = [float(p * source.time_base) for p in source.pts]
+    assert np.allclose(got, want, atol=1e-3)
+    assert len({round(b - a, 3) for a, b in itertools.pairwise(want)}) > 1  # it really is variable
+    assert_faces_hidden(source, frames)
+
+
+def test_without_audio_when_asked(api_url, tmp_path):
+    source = make_video(tmp_path / "quiet.mp4", frames=15)
+    job = wait_job(api_url, submit(api_url, source.path, keep_audio="false").json()["data"]["id"])
+    with av.open(str(result(api_url, job, tmp_path))) as container:
+        assert not container.streams.audio
+
+
+def test_rotated_video_is_written_upright_and_hidden(api_url, tmp_path):
+    source = make_video(tmp_path / "phone.mp4", frames=15, rotation=90, audio=False)
+    job = wait_job(api_url, submit(api_url, source.path).json()["data"]["id"])
+    frames, _, _ = read_frames(result(api_url, job, tmp_path))
+    height, width = source.frames[0].shape[:2]
+    assert frames[0].shape[:2] == (width, height)  # turned as the display matrix says
+    with av.open(str(source.path)) as container:
+        turns = round(next(container.decode(video=0)).rotation / 90)
+    upright = [np.ascontiguousarray(np.rot90(frame, k=turns)) for frame in source.frames]
+    for index, frame in enumerate(frames):
+        x1, y1, x2, y2 = source.faces[index]
+        face_region = np.zeros(source.frames[0].shape[:2], bool)
+        face_region[y1:y2, x1:x2] = True
+        rows, cols = np.nonzero(np.rot90(face_region, k=turns))
+        box = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+        assert region_change(upright[index], frame, box) > 25
+
+
+def test_odd_frame_size_is_padded_not_distorted(api_url, tmp_path):
+    source = make_video(tmp_path / "odd.mp4", frames=10, size=(481, 271), audio=False)
+    job = wait_job(api_url, submit(api_url, source.path).json()["data"]["id"])
+    frames, _, _ = read_frames(result(api_url, job, tmp_path))
+    assert frames[0].shape == (272, 482, 3)
+    decoded, _, _ = read_frames(source.path)
+    below = (0, 230, 481, 271)
+    assert region_change(decoded[0], frames[0][:271, :481], below) < 10  # 4:4:4 in, 4:2:0 out; a rescale is > 30
+    assert_faces_hidden(source, [frame[:271, :481] for frame in frames])
+
+
+def test_wait_keeps_bmw_synchronous_behaviour_and_range_requests_work(api_url, tmp_path):
+    source = make_video(tmp_path / "sync.mp4", frames=10)
+    response = submit(api_url, source.path, wait="true")
+    assert response.status_code == 200
+    job = response.json()["data"]
+    assert job["state"] == "done" and Path(job["output"]).is_file()
+    partial = httpx.get(f"{api_url}{job['result_url']}", headers={"Range": "bytes=0-99"})
+    assert partial.status_code == 206 and len(partial.content) == 100
+    assert any(j["id"] == job["id"] for j in httpx.get(f"{api_url}/jobs").json()["data"])
+
+
+def test_bad_video_requests(api_url, tmp_path):
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_bytes(b"this is not a video")
+    response = submit(api_url, not_video)
+    assert response.status_code == 400 and "could not be read" in response.json()["error"]
+    missing = httpx.post(f"{api_url}/anonymize_video", files={"configuration": ("c.json", CONFIG)})
+    assert missing.status_code == 400 and "'video'" in missing.json()["error"]
+    source = make_video(tmp_path / "ok.mp4", frames=5, audio=False)
+    bad_config = submit(api_url, source.path, config=json.dumps({"sensitive_info": [face_entry(model_name="x")]}))
+    assert bad_config.status_code == 422
+    assert submit(api_url, source.path, keep_audio="maybe").status_code == 400
+    assert httpx.get(f"{api_url}/jobs/nope").status_code == 404
+
+
+@pytest.fixture
+def own_api(tmp_path, detection_url):
+    """An API of its own (one worker, no queue) so long jobs do not hold up the other tests."""
+    env = {**FAST_REDISCOVERY, "ANONYMIZER_API_VIDEO_QUEUE": "0"}
+    with running(["serve-api", "--data-dir", str(tmp_path / "data")], "/health", tmp_path / "api.log", env=env) as api:
+        yield api, tmp_path / "data" / "anonymized_videos"
+
+
+def test_cancel_removes_partial_output_and_full_queue_answers_429(own_api, detection_url, tmp_path):
+    api, videos = own_api
+    httpx.post(f"{api}/set_url", data={"url": detection_url}, timeout=60).raise_for_status()
+    source = make_video(tmp_path / "long.mp4", frames=400, fps=25, size=(640, 360))
+    job_id = submit(api, source.path).json()["data"]["id"]
+    wait_job(api, job_id, until=lambda job: job["frames_done"] > 0)
+    busy = submit(api, source.path)
+    assert busy.status_code == 429 and int(busy.headers["retry-after"]) > 0
+    cancelled = httpx.delete(f"{api}/jobs/{job_id}", timeout=60).json()["data"]
+    assert cancelled["state"] == "cancelled"
+    assert list(videos.glob("*")) == []
+    assert httpx.get(f"{api}/jobs/{job_id}/result").status_code == 409
+
+
+def test_fail_closed_when_inference_stops_mid_video(own_api, tmp_path):
+    api, videos = own_api
+    source = make_video(tmp_path / "long.mp4", frames=400, fps=25, size=(640, 360))
+    with running(["serve-detection"], "/v2/health/ready", tmp_path / "det.log") as doomed:
+        httpx.post(f"{api}/set_url", data={"url": doomed}, timeout=60).raise_for_status()
+        job_id = submit(api, source.path).json()["data"]["id"]
+        wait_job(api, job_id, until=lambda job: job["frames_done"] > 0)
+    job = wait_job(api, job_id)
+    assert job["state"] == "failed" and doomed in job["error"] and "centerface" in job["error"]
+    assert list(videos.glob("*")) == []
+
+
+def test_tracking_hides_the_face_where_the_detector_misses_it(api_url, tmp_path):
+    """Frames where the detector cannot see the face are still hidden through the hold."""
+    source = make_video(tmp_path / "flicker.mp4", frames=30, audio=False)
+    faded = make_faded_copy(source, tmp_path / "faded.mp4", frames_to_fade={10, 11, 20})
+    # solid red: a faded face is nearly flat, so a blur of it would hardly show
+    red = json.dumps({"sensitive_info": [face_entry(anonymization_technique="solid", color="#ff0000")]})
+    tracked = wait_job(api_url, submit(api_url, faded.path, config=red).json()["data"]["id"])
+    untracked = wait_job(api_url, submit(api_url, faded.path, config=red, tracking="false").json()["data"]["id"])
+    with_tracking, _, _ = read_frames(result(api_url, tracked, tmp_path))
+    without, _, _ = read_frames(result(api_url, untracked, tmp_path))
+    exposed = [i for i in (10, 11, 20) if region_change(faded.frames[i], without[i], faded.faces[i]) < 30]
+    assert exposed, "the faded frames should defeat the detector on its own"
+    for index in (10, 11, 20):
+        assert region_change(faded.frames[index], with_tracking[index], faded.faces[index]) > 60
+
+
+def make_faded_copy(source, path: Path, frames_to_fade: set[int]):
+    """The same video with the face erased (flattened to its mean colour) in some frames."""
+    from tests.videos import TestVideo
+
+    pictures = []
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=15)
+        height, width = source.frames[0].shape[:2]
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "12", "preset": "ultrafast"}
+        for index, picture in enumerate(source.frames):
+            picture = picture.copy()
+            if index in frames_to_fade:
+                x1, y1, x2, y2 = source.faces[index]
+                patch = picture[y1:y2, x1:x2].astype(np.float32)
+                picture[y1:y2, x1:x2] = patch.mean(axis=(0, 1)).astype(np.uint8)
+            pictures.append(picture)
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts = index
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return TestVideo(path, pictures, source.faces, list(range(len(pictures))), Fraction(1, 15))
