@@ -90,9 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     api.set_defaults(handler=_serve_api)
 
     from anonymization_api import batch, evaluation
+    from inference_common import triton
 
     batch.add_command(commands)
     evaluation.add_command(commands)
+    triton.add_command(commands)
 
     up = commands.add_parser("up", help="start the whole stack on loopback; Ctrl-C stops it")
     up.add_argument("--api-port", type=int, default=4343)

@@ -1,0 +1,122 @@
+"""Video throughput against deface, the most used open tool, on the same 1080p video with the
+same detector (CenterFace) at the same detection resolution, measured in one run.
+
+    .venv/bin/python -m bench.video_vs_deface [--media ../shared/data/media] [--frames 150]
+
+The 1080p input is built from the pedestrian video in the shared media (three copies of the
+608x1080 portrait clip side by side, padded to 1920x1080). deface runs from its own package in
+`.bench-venv` (created on first use: deface pulls in opencv-python, which must not replace the
+service's OpenCV). Ours runs end to end: upload to /anonymize_video, the job, the download of the
+result. Both use CenterFace at threshold 0.2, one scale, blurring, at full 1920x1088 and at
+960x544; the ratio is ours over deface's fps. Target: at least 4x at each resolution.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import httpx
+import numpy as np
+
+from anonymization_api.processes import running
+from inference_common.models import PROJECT_ROOT, default_models_dir, fetch_models
+
+BENCH_VENV = PROJECT_ROOT / ".bench-venv"
+DEFACE_PACKAGES = ["deface==1.5.0", "onnxruntime==1.23.2", "onnx==1.23.2"]
+RESOLUTIONS = {"1920x1088": 1920 * 1088, "960x544": 960 * 544}
+
+
+def build_clip(media: Path, frames: int, target: Path) -> int:
+    """1920x1080 H.264 at 30 fps: the portrait clip three times side by side; returns the frame count."""
+    with av.open(str(media / "egoblur_gen1_test_video.mp4")) as source, av.open(str(target), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 1920, 1080, "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast"}
+        written = 0
+        for frame in source.decode(video=0):
+            if written == frames:
+                break
+            portrait = frame.to_ndarray(format="rgb24")  # 1080 x 608
+            canvas = np.zeros((1080, 1920, 3), np.uint8)
+            for slot in range(3):
+                canvas[:, 24 + slot * 624 : 24 + slot * 624 + portrait.shape[1]] = portrait
+            picture = av.VideoFrame.from_ndarray(canvas, format="rgb24")
+            picture.pts = written
+            out.mux(stream.encode(picture))
+            written += 1
+        out.mux(stream.encode(None))
+    return written
+
+
+def deface_python() -> Path:
+    python = BENCH_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *DEFACE_PACKAGES], check=True)
+    return python
+
+
+def run_deface(clip: Path, output: Path, scale: str | None) -> float:
+    command = [str(BENCH_VENV / "bin" / "deface"), str(clip), "-o", str(output), "--thresh", "0.2"]
+    command += ["--scale", scale] if scale else []
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def run_ours(api: str, clip: Path, output: Path, max_pixels: int) -> float:
+    entry = {
+        "class_name": "face",
+        "inference_type": "detection",
+        "anonymization_technique": "blurring",
+        "anonymization_degree": 1,
+        "score_threshold": 0.2,
+        "model_parameters": {"scales": "1", "max_pixels": max_pixels},
+    }
+    start = time.perf_counter()
+    with httpx.Client(base_url=api, timeout=600) as client:
+        with clip.open("rb") as handle:
+            response = client.post(
+                "/anonymize_video",
+                files={
+                    "video": (clip.name, handle),
+                    "configuration": ("c.json", json.dumps({"sensitive_info": [entry]})),
+                },
+                data={"wait": "true"},
+            )
+        response.raise_for_status()
+        output.write_bytes(client.get(response.json()["data"]["result_url"]).content)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--media", type=Path, default=PROJECT_ROOT.parent / "shared" / "data" / "media")
+    parser.add_argument("--frames", type=int, default=150)
+    args = parser.parse_args()
+    fetch_models(default_models_dir())
+    deface_python()
+    work = Path(tempfile.mkdtemp())
+    clip = work / "clip_1080p.mp4"
+    frames = build_clip(args.media, args.frames, clip)
+    print(f"input: {frames} frames of 1920x1080 at 30 fps")
+    with (
+        running(["serve-detection"], "/v2/health/ready", work / "det.log") as detection,
+        running(["serve-api", "--data-dir", str(work)], "/health", work / "api.log") as api,
+    ):
+        httpx.post(f"{api}/set_url", data={"url": detection}, timeout=60).raise_for_status()
+        run_ours(api, clip, work / "warm.mp4", RESOLUTIONS["960x544"])  # compiles the network once
+        print(f"{'detection size':<16}{'deface fps':>12}{'ours fps':>10}{'ratio':>8}")
+        for name, pixels in RESOLUTIONS.items():
+            theirs = frames / run_deface(clip, work / f"deface_{name}.mp4", None if pixels == 1920 * 1088 else name)
+            ours = frames / run_ours(api, clip, work / f"ours_{name}.mp4", pixels)
+            print(f"{name:<16}{theirs:>12.2f}{ours:>10.2f}{ours / theirs:>7.1f}x")
+
+
+if __name__ == "__main__":
+    main()
