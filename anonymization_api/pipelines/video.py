@@ -48,6 +48,8 @@ class VideoOptions:
     keep_audio: bool = True
     tracking: bool = True
     hold_seconds: float = 0.5
+    # Detect on every n-th frame only; tracking interpolates the frames between (needs tracking).
+    detection_interval: int = 1
     batch_size: int = 8
     preset: str = "veryfast"
     crf: int = 20
@@ -275,11 +277,13 @@ async def anonymise_video(
     info = await asyncio.to_thread(probe, src)
     progress.frames_total = info.frames
     hold = max(0, round(options.hold_seconds * float(info.rate))) if options.tracking else 0
+    hold = max(hold, options.detection_interval - 1)  # back-fills must reach the frames between detections
     trackers = {e.index: BoxTracker(hold) for e in plan.entries if e.model.task is Task.DETECTION}
     reader = await asyncio.to_thread(VideoReader, src, options.keep_audio)
     writer: VideoWriter | None = None
     buffer: deque[FrameRecord] = deque()
     by_index: dict[int, FrameRecord] = {}
+    last_masks: dict[int, np.ndarray] = {}
     decode = asyncio.create_task(asyncio.to_thread(reader.next_batch, options.batch_size))
     encode: asyncio.Task | None = None
     index = 0
@@ -291,10 +295,16 @@ async def anonymise_video(
                 raise Cancelled()
             ready: list[FrameRecord] = []
             for group in _same_size_groups(batch):
-                results = await localise(plan, np.stack([batch.frames[i] for i in group]), clients, registry)
-                for position, frame_index in enumerate(group):
+                detected = [i for n, i in enumerate(group) if (index + n) % options.detection_interval == 0]
+                results = (
+                    await localise(plan, np.stack([batch.frames[i] for i in detected]), clients, registry)
+                    if detected
+                    else {}
+                )
+                for frame_index in group:
                     record = FrameRecord(index, batch.pts[frame_index], batch.frames[frame_index])
-                    _localised(record, plan, results, position, trackers, by_index)
+                    position = detected.index(frame_index) if frame_index in detected else None
+                    _localised(record, plan, results, position, trackers, by_index, last_masks)
                     buffer.append(record)
                     by_index[index] = record
                     index += 1
@@ -338,14 +348,28 @@ def _same_size_groups(batch: DecodedBatch) -> list[list[int]]:
     return groups
 
 
-def _localised(record, plan: Plan, results, position: int, trackers: dict[int, BoxTracker], by_index) -> None:
-    """Fill a frame record with what each entry hides, tracked, and back-fill earlier frames."""
+def _localised(
+    record: FrameRecord,
+    plan: Plan,
+    results,
+    position: int | None,
+    trackers: dict[int, BoxTracker],
+    by_index: dict[int, FrameRecord],
+    last_masks: dict[int, np.ndarray],
+) -> None:
+    """Fill a frame record with what each entry hides, tracked, and back-fill earlier frames.
+    `position` is the frame's place in the inference results, None for a frame not detected on."""
     for entry in plan.entries:
-        result = results[entry.call_key][position]
         if entry.model.task is Task.SEGMENTATION:
-            record.masks[entry.index] = result == entry.class_index
+            if position is not None:
+                last_masks[entry.index] = results[entry.call_key][position] == entry.class_index
+            record.masks[entry.index] = last_masks[entry.index]  # masks are not tracked: a skipped frame reuses it
             continue
-        dets = result[result[:, 5].astype(np.int64) == entry.class_index]
+        if position is None:
+            dets = np.empty((0, 6), np.float32)
+        else:
+            result = results[entry.call_key][position]
+            dets = result[result[:, 5].astype(np.int64) == entry.class_index]
         if entry.info.score_threshold is not None:
             dets = dets[dets[:, 4] >= entry.info.score_threshold]
         update = trackers[entry.index].update(record.index, dets)

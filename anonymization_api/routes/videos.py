@@ -34,6 +34,7 @@ FORM_DOC = {
                         "keep_audio": {"type": "boolean", "default": True},
                         "tracking": {"type": "boolean", "default": True},
                         "hold_seconds": {"type": "number", "default": 0.5},
+                        "detection_interval": {"type": "integer", "default": 1, "minimum": 1, "maximum": 10},
                         "wait": {"type": "boolean", "default": False},
                     },
                 }
@@ -55,6 +56,17 @@ def _flag(form, name: str, default: bool) -> bool:
     if value not in ("true", "false", "1", "0", "yes", "no"):
         raise InvalidRequest(f"{name} '{raw}' must be true or false")
     return value in ("true", "1", "yes")
+
+
+def _interval(form, tracking: bool) -> int:
+    raw = form_text(form, "detection_interval")
+    if raw is None:
+        return 1
+    if not raw.isdigit() or not 1 <= int(raw) <= 10:
+        raise InvalidRequest(f"detection_interval '{raw}' must be a whole number from 1 to 10")
+    if int(raw) > 1 and not tracking:
+        raise InvalidRequest("detection_interval above 1 needs tracking: frames between detections are tracked")
+    return int(raw)
 
 
 def _hold(form) -> float:
@@ -95,10 +107,12 @@ async def anonymize_video(
         form, "configuration", "send the JSON configuration as a file or string field 'configuration'", 1024 * 1024
     )
     the_plan = plan(parse_configuration(config), registry)
+    tracking = _flag(form, "tracking", True)
     options = VideoOptions(
         keep_audio=_flag(form, "keep_audio", True),
-        tracking=_flag(form, "tracking", True),
+        tracking=tracking,
         hold_seconds=_hold(form),
+        detection_interval=_interval(form, tracking),
         batch_size=settings.video_batch_size,
     )
     wait = _flag(form, "wait", False)

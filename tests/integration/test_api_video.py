@@ -224,3 +224,12 @@ def make_faded_copy(source, path: Path, frames_to_fade: set[int]):
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return TestVideo(path, pictures, source.faces, list(range(len(pictures))), Fraction(1, 15))
+
+
+def test_detection_on_every_third_frame_still_hides_every_face(api_url, tmp_path):
+    source = make_video(tmp_path / "sparse.mp4", frames=30, audio=False)
+    job = wait_job(api_url, submit(api_url, source.path, detection_interval="3").json()["data"]["id"])
+    frames, _, _ = read_frames(result(api_url, job, tmp_path))
+    assert_faces_hidden(source, frames)
+    refused = submit(api_url, source.path, detection_interval="3", tracking="false")
+    assert refused.status_code == 400 and "needs tracking" in refused.json()["error"]
