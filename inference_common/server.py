@@ -196,7 +196,7 @@ def _add_oip_routes(app: FastAPI, settings: ServerSettings) -> None:
         return _infer_response(runner.model, header, outputs)
 
 
-def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes | memoryview]:
     if header_length is None:
         json_part, binary = body, b""
     else:
@@ -206,9 +206,10 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any],
             raise BadRequest(f"{HEADER_LENGTH} must be an integer, got '{header_length}'") from None
         if not 0 < length <= len(body):
             raise BadRequest(f"{HEADER_LENGTH} {length} does not fit a body of {len(body)} bytes")
-        json_part, binary = body[:length], body[length:]
+        view = memoryview(body)  # a batch of frames is tens of MB: slice without copying
+        json_part, binary = view[:length], view[length:]
     try:
-        header = json.loads(json_part)
+        header = json.loads(bytes(json_part))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the inference request is not valid JSON ({exc})") from exc
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
@@ -216,7 +217,7 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any],
     return header, binary
 
 
-def _read_image_tensor(header: dict[str, Any], binary: bytes, settings: ServerSettings) -> np.ndarray:
+def _read_image_tensor(header: dict[str, Any], binary: bytes | memoryview, settings: ServerSettings) -> np.ndarray:
     """The IMAGE input as (B, H, W, 3) uint8, from JSON data or the binary section."""
     inputs = header["inputs"]
     names = [str(tensor.get("name")) for tensor in inputs if isinstance(tensor, dict)]

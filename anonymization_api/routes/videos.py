@@ -114,6 +114,8 @@ async def anonymize_video(
         hold_seconds=_hold(form),
         detection_interval=_interval(form, tracking),
         batch_size=settings.video_batch_size,
+        preset=settings.video_preset,
+        crf=settings.video_crf,
     )
     wait = _flag(form, "wait", False)
     source = await _save_upload(upload, settings.data_dir / ".uploads", settings.max_video_bytes)

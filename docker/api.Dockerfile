@@ -1,0 +1,41 @@
+# syntax=docker/dockerfile:1
+# The anonymisation API (`anonymizer serve-api`) on port 4343.
+# Build from the project root: docker build -f docker/api.Dockerfile -t anonymizer-api .
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- build: the project and its dependencies (all binary wheels) in a virtual environment
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY anonymization_api/ anonymization_api/
+COPY inference_common/ inference_common/
+COPY inference_detection/ inference_detection/
+COPY inference_segmentation/ inference_segmentation/
+RUN /opt/venv/bin/pip install --no-cache-dir .
+
+# --- runtime: the virtual environment alone, no sources, no build cache
+FROM ${PYTHON_IMAGE}
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    ANONYMIZER_API_HOST=0.0.0.0 \
+    ANONYMIZER_API_PORT=4343 \
+    ANONYMIZER_API_DATA_DIR=/data \
+    ANONYMIZER_URL_SEED=/etc/anonymizer/url_configuration.seed.json
+# The data folders belong to the service user, so named volumes mounted on them start out writable.
+RUN groupadd --gid 10001 anonymizer \
+ && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin anonymizer \
+ && mkdir -p /data/jsonFiles /data/anonymized_videos \
+ && chown -R 10001:10001 /data
+COPY --from=build /opt/venv /opt/venv
+COPY docker/healthcheck.py /usr/local/bin/anonymizer-healthcheck
+COPY docker/api-entrypoint.sh /usr/local/bin/anonymizer-api-entrypoint
+USER 10001:10001
+WORKDIR /data
+EXPOSE 4343
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "/usr/local/bin/anonymizer-healthcheck", "http://127.0.0.1:${ANONYMIZER_API_PORT}/health"]
+ENTRYPOINT ["/bin/sh", "/usr/local/bin/anonymizer-api-entrypoint"]
+CMD ["anonymizer", "serve-api"]
