@@ -79,6 +79,7 @@ class Registry:
         self._path = path
         self._timeout = discovery_timeout_s
         self._servers: dict[str, ServerInfo] = {}
+        self._turns: dict[str, int] = {}
         self._lock = asyncio.Lock()
 
     # --- persistence ---
@@ -129,6 +130,17 @@ class Registry:
             return self._servers[normalise_url(url)]
         except KeyError:
             raise UnknownRegistration(f"{url} is not registered; registered: {list(self._servers) or 'none'}") from None
+
+    def replica_order(self, servers: tuple[ServerInfo, ...], model: str) -> list[ServerInfo]:
+        """Servers offering `model` in the order to try them: available ones taking turns (round
+        robin), then those marked unavailable, in case they are back before re-discovery says so."""
+        up = [server for server in servers if server.available]
+        down = [server for server in servers if not server.available]
+        if up:
+            turn = self._turns.get(model, 0)
+            self._turns[model] = turn + 1
+            up = up[turn % len(up) :] + up[: turn % len(up)]
+        return up + down
 
     # --- changes ---
 

@@ -48,11 +48,16 @@ class ModelRunner:
     def __init__(self, model: ServedModel, concurrency: int) -> None:
         self.model = model
         self._slots = asyncio.Semaphore(concurrency)
+        self.requests = 0  # answered inference requests
+        self.images = 0  # images in them
 
     async def predict(self, images: np.ndarray, raw_params: dict[str, Any] | None) -> dict[str, np.ndarray]:
         params = self.model.parse_params(raw_params)
         async with self._slots:
-            return await run_in_threadpool(self.model.predict, images, params)
+            outputs = await run_in_threadpool(self.model.predict, images, params)
+        self.requests += 1
+        self.images += len(images)
+        return outputs
 
 
 def create_app(
@@ -142,7 +147,7 @@ def _add_oip_routes(app: FastAPI, settings: ServerSettings) -> None:
         return {
             "name": SERVER_NAME,
             "version": SERVER_VERSION,
-            "extensions": ["binary_tensor_data", "model_configuration", "model_repository"],
+            "extensions": ["binary_tensor_data", "model_configuration", "model_repository", "statistics"],
         }
 
     @app.get("/v2/health/live")
@@ -176,6 +181,22 @@ def _add_oip_routes(app: FastAPI, settings: ServerSettings) -> None:
     @app.get("/v2/models/{name}/versions/{version}/config")
     async def model_config(request: Request, name: str, version: str = "1") -> dict[str, Any]:
         return _runner(request, name).model.triton_config(settings.max_batch_size)
+
+    @app.get("/v2/models/{name}/stats")
+    async def model_statistics(request: Request, name: str) -> dict[str, Any]:
+        """Triton's statistics extension, the counts only."""
+        runner = _runner(request, name)
+        return {
+            "model_stats": [
+                {
+                    "name": name,
+                    "version": "1",
+                    "inference_count": runner.images,
+                    "execution_count": runner.requests,
+                    "inference_stats": {"success": {"count": runner.requests}},
+                }
+            ]
+        }
 
     @app.post("/v2/repository/index")
     async def repository_index(request: Request) -> list[dict[str, str]]:

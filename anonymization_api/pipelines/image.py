@@ -37,9 +37,10 @@ async def localise(plan: Plan, images: np.ndarray, clients: InferenceClients, re
 async def _call_with_failover(
     entry: PlannedEntry, images: np.ndarray, parameters: dict[str, Any], clients: InferenceClients, registry: Registry
 ) -> list[np.ndarray]:
-    """Call the first replica that answers; an unreachable one is marked and the next one tried."""
+    """Spread calls over the replicas; an unreachable one is marked (re-discovery brings it back)
+    and the next one tried, so a request fails only when no replica answers."""
     last_error: InferenceUnavailable | None = None
-    for server in entry.servers:
+    for server in registry.replica_order(entry.servers, entry.model.name):
         try:
             return await clients.infer(server, entry.model, images, parameters)
         except InferenceUnavailable as exc:
