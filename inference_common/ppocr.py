@@ -12,13 +12,24 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from pydantic import Field
 
 from inference_common import boxes
 from inference_common.engine import Engine
 from inference_common.models import PPOCR_DET
+from inference_common.serving import ModelParams
 
 MAX_CANDIDATES = 1000
 MIN_KERNEL_SIDE = 3
+
+
+class TextParams(ModelParams):
+    """Request parameters of the text models (detection and segmentation)."""
+
+    score_threshold: float = Field(0.5, ge=0.0, le=1.0, description="minimum mean text probability of a line")
+    max_side: int = Field(1280, ge=64, le=4096, description="long side of the network input; larger finds smaller text")
+    pixel_threshold: float = Field(0.3, gt=0.0, lt=1.0, description="probability that counts a pixel as text")
+    unclip_ratio: float = Field(1.6, ge=1.0, le=4.0, description="how far each text kernel is grown")
 
 
 @dataclass(frozen=True)

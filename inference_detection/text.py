@@ -3,17 +3,9 @@
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field
 
-from inference_common.ppocr import shared_text_detector
-from inference_common.serving import DetectionModel, ModelParams
-
-
-class TextParams(ModelParams):
-    score_threshold: float = Field(0.5, ge=0.0, le=1.0, description="minimum mean text probability of a line")
-    max_side: int = Field(1280, ge=64, le=4096, description="long side of the network input; larger finds smaller text")
-    pixel_threshold: float = Field(0.3, gt=0.0, lt=1.0, description="probability that counts a pixel as text")
-    unclip_ratio: float = Field(1.6, ge=1.0, le=4.0, description="how far each text kernel is grown")
+from inference_common.ppocr import TextParams, shared_text_detector
+from inference_common.serving import DetectionModel
 
 
 class PPOCRText(DetectionModel):

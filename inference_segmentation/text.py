@@ -8,31 +8,23 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pydantic import Field
 
-from inference_common.ppocr import regions_from_probability, shared_text_detector
-from inference_common.serving import ModelParams, SegmentationModel
+from inference_common.ppocr import TextParams, regions_from_probability, shared_text_detector
+from inference_common.serving import SegmentationModel
 
 TEXT_CLASS = 1
-
-
-class TextSegParams(ModelParams):
-    score_threshold: float = Field(0.5, ge=0.0, le=1.0, description="minimum mean text probability of a line")
-    max_side: int = Field(1280, ge=64, le=4096, description="long side of the network input")
-    pixel_threshold: float = Field(0.3, gt=0.0, lt=1.0, description="probability that counts a pixel as text")
-    unclip_ratio: float = Field(1.6, ge=1.0, le=4.0, description="how far each text kernel is grown")
 
 
 class PPOCRTextSeg(SegmentationModel):
     name = "ppocr_text_seg"
     labels = ("background", "text")
-    params_type = TextSegParams
+    params_type = TextParams
     description = "PP-OCRv4 DB text probability as a label map (rapidocr_onnxruntime 1.4.4, Apache-2.0)"
 
     def load(self, models_dir: Path) -> None:
         self._text = shared_text_detector(models_dir)
 
-    def segment(self, image: np.ndarray, params: TextSegParams) -> np.ndarray:
+    def segment(self, image: np.ndarray, params: TextParams) -> np.ndarray:
         height, width = image.shape[:2]
         prob = self._text.probability(image, params.max_side)
         resized = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)

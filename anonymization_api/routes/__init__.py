@@ -15,3 +15,13 @@ def route(router: APIRouter, method: str, path: str, **options: Any) -> Callable
         return endpoint
 
     return add
+
+
+def multipart_doc(required: list[str], properties: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """OpenAPI for a route that reads its multipart form itself (so that a field may be a file or a string)."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+BINARY = {"type": "string", "format": "binary"}
+CONFIGURATION_FIELD = {"type": "string", "format": "binary", "description": "JSON file or string"}

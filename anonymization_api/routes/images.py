@@ -12,7 +12,7 @@ from anonymization_api.deps import ClientsDep, RegistryDep, SettingsDep, form_by
 from anonymization_api.errors import InvalidRequest
 from anonymization_api.media import OutputFormat, encode_image
 from anonymization_api.pipelines.image import anonymise, localise
-from anonymization_api.routes import route
+from anonymization_api.routes import BINARY, CONFIGURATION_FIELD, multipart_doc, route
 from anonymization_api.schemas import envelope
 from inference_common.imaging import read_image
 
@@ -20,26 +20,16 @@ router = APIRouter(tags=["images"])
 
 DETECTION_MODES = ("none", "only", "include")
 
-FORM_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["image", "configuration"],
-                    "properties": {
-                        "image": {"type": "string", "format": "binary"},
-                        "configuration": {"type": "string", "format": "binary", "description": "JSON file or string"},
-                        "output_format": {"type": "string", "enum": [f.value for f in OutputFormat]},
-                        "quality": {"type": "integer", "minimum": 1, "maximum": 100},
-                        "detections": {"type": "string", "enum": list(DETECTION_MODES)},
-                    },
-                }
-            }
-        },
-    }
-}
+FORM_DOC = multipart_doc(
+    ["image", "configuration"],
+    {
+        "image": BINARY,
+        "configuration": CONFIGURATION_FIELD,
+        "output_format": {"type": "string", "enum": [f.value for f in OutputFormat]},
+        "quality": {"type": "integer", "minimum": 1, "maximum": 100},
+        "detections": {"type": "string", "enum": list(DETECTION_MODES)},
+    },
+)
 
 
 def _quality(raw: str | None, default: int) -> int:

@@ -15,33 +15,23 @@ from anonymization_api.deps import ClientsDep, RegistryDep, SettingsDep, form_by
 from anonymization_api.errors import InvalidRequest, PayloadTooLarge
 from anonymization_api.jobs import JobManager, JobState
 from anonymization_api.pipelines.video import VideoOptions, anonymise_video, probe
-from anonymization_api.routes import route
+from anonymization_api.routes import BINARY, CONFIGURATION_FIELD, multipart_doc, route
 from anonymization_api.schemas import envelope
 
 router = APIRouter(tags=["videos"])
 
-FORM_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["video", "configuration"],
-                    "properties": {
-                        "video": {"type": "string", "format": "binary"},
-                        "configuration": {"type": "string", "format": "binary", "description": "JSON file or string"},
-                        "keep_audio": {"type": "boolean", "default": True},
-                        "tracking": {"type": "boolean", "default": True},
-                        "hold_seconds": {"type": "number", "default": 0.5},
-                        "detection_interval": {"type": "integer", "default": 1, "minimum": 1, "maximum": 10},
-                        "wait": {"type": "boolean", "default": False},
-                    },
-                }
-            }
-        },
-    }
-}
+FORM_DOC = multipart_doc(
+    ["video", "configuration"],
+    {
+        "video": BINARY,
+        "configuration": CONFIGURATION_FIELD,
+        "keep_audio": {"type": "boolean", "default": True},
+        "tracking": {"type": "boolean", "default": True},
+        "hold_seconds": {"type": "number", "default": 0.5},
+        "detection_interval": {"type": "integer", "default": 1, "minimum": 1, "maximum": 10},
+        "wait": {"type": "boolean", "default": False},
+    },
+)
 
 
 def _jobs(request: Request) -> JobManager:
