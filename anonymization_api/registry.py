@@ -45,6 +45,8 @@ class ServerInfo:
     models: dict[str, ModelInfo] = field(default_factory=dict)
     available: bool = False
     error: str | None = None
+    # Task and labels the user gave at registration, for models whose server does not say them.
+    given: dict[str, ModelInfo] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -144,10 +146,11 @@ class Registry:
 
     # --- changes ---
 
-    async def add(self, raw_url: str) -> ServerInfo:
-        """Register a server after discovering it; idempotent (discovers again if already there)."""
+    async def add(self, raw_url: str, given: dict[str, ModelInfo] | None = None) -> ServerInfo:
+        """Register a server after discovering it; idempotent (discovers again if already there).
+        `given` supplies task and labels for models whose server has no configuration endpoint."""
         url = normalise_url(raw_url)
-        server = await discover(url, self._timeout)
+        server = await discover(url, self._timeout, given or {})
         if not server.available:
             raise UnreachableServer(f"{url}: {server.error}")
         async with self._lock:
@@ -170,8 +173,8 @@ class Registry:
 
     async def refresh(self, only_unavailable: bool = False) -> None:
         """Discover registered servers again (concurrently); keeps what was known of those still down."""
-        targets = [s.url for s in self._servers.values() if not (only_unavailable and s.available)]
-        found = await asyncio.gather(*(discover(url, self._timeout) for url in targets))
+        targets = [s for s in self._servers.values() if not (only_unavailable and s.available)]
+        found = await asyncio.gather(*(discover(s.url, self._timeout, s.given) for s in targets))
         async with self._lock:
             changed = False
             for server in found:
@@ -208,13 +211,13 @@ class Registry:
 # --- discovery -----------------------------------------------------------------------------------
 
 
-async def discover(url: str, timeout_s: float) -> ServerInfo:
+async def discover(url: str, timeout_s: float, given: dict[str, ModelInfo]) -> ServerInfo:
     """Find out which protocol `url` speaks and what models it offers; never raises."""
     async with httpx.AsyncClient(base_url=url, timeout=timeout_s) as client:
         try:
             ready = await client.get("v2/health/ready")
             if ready.status_code == 200:
-                return await _discover_oip(url, client)
+                return await _discover_oip(url, client, given)
             bmw = await client.get("models")
             if bmw.status_code == 200 and isinstance(_json(bmw).get("data"), dict):
                 return await _discover_bmw(url, client)
@@ -251,25 +254,28 @@ def _json_parameter(parameters: dict[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-async def _discover_oip(url: str, client: httpx.AsyncClient) -> ServerInfo:
+async def _discover_oip(url: str, client: httpx.AsyncClient, given: dict[str, ModelInfo]) -> ServerInfo:
     index = await client.post("v2/repository/index", json={"ready": True})
-    index.raise_for_status()
-    names = [entry["name"] for entry in index.json() if entry.get("state", "READY") == "READY"]
+    if index.status_code == 200:
+        names = [entry["name"] for entry in index.json() if entry.get("state", "READY") == "READY"]
+    else:  # no repository extension (OpenVINO Model Server): the models named at registration
+        names = [name for name in given if (await client.get(f"v2/models/{name}/ready")).status_code == 200]
     models: dict[str, ModelInfo] = {}
     for name in names:
         response = await client.get(f"v2/models/{name}/config")
-        if response.status_code != 200:
-            logger.warning("%s: model %s has no configuration endpoint; skipped", url, name)
-            continue
-        parameters = response.json().get("parameters") or {}
+        parameters = (response.json().get("parameters") or {}) if response.status_code == 200 else {}
         task, labels = _parameter(parameters, "task"), _parameter(parameters, "labels")
-        if task not in {t.value for t in Task} or labels is None:
-            logger.warning("%s: model %s does not declare parameters task and labels; skipped", url, name)
-            continue
-        labels = json.loads(labels) if isinstance(labels, str) else labels
-        defaults, presets = (_json_parameter(parameters, key) for key in ("defaults", "presets"))
-        models[name] = ModelInfo(name, Task(task), tuple(str(label) for label in labels), defaults, presets)
-    return ServerInfo(url, Protocol.OIP, models, available=True)
+        if task in {t.value for t in Task} and labels is not None:
+            labels = json.loads(labels) if isinstance(labels, str) else labels
+            defaults, presets = (_json_parameter(parameters, key) for key in ("defaults", "presets"))
+            models[name] = ModelInfo(name, Task(task), tuple(str(label) for label in labels), defaults, presets)
+        elif name in given:
+            models[name] = given[name]
+        else:
+            logger.warning(
+                "%s: model %s declares no task and labels; give them at /set_url (form field 'models')", url, name
+            )
+    return ServerInfo(url, Protocol.OIP, models, available=True, given=given)
 
 
 async def _discover_bmw(url: str, client: httpx.AsyncClient) -> ServerInfo:
@@ -286,6 +292,9 @@ async def _discover_bmw(url: str, client: httpx.AsyncClient) -> ServerInfo:
 def _server_to_json(server: ServerInfo) -> dict[str, Any]:
     return {
         "protocol": server.protocol.value if server.protocol else None,
+        "given": {
+            name: {"task": model.task.value, "labels": list(model.labels)} for name, model in server.given.items()
+        },
         "models": {
             name: {
                 "task": model.task.value,
@@ -306,4 +315,23 @@ def _server_from_json(url: str, content: dict[str, Any]) -> ServerInfo:
         )
         for name, spec in (content.get("models") or {}).items()
     }
-    return ServerInfo(url, Protocol(protocol) if protocol else None, models, available=False, error="not checked yet")
+    given = parse_given(content.get("given") or {})
+    return ServerInfo(
+        url, Protocol(protocol) if protocol else None, models, available=False, error="not checked yet", given=given
+    )
+
+
+def parse_given(content: Any) -> dict[str, ModelInfo]:
+    """`{"model": {"task": "detection", "labels": [...]}, ...}` as given at registration."""
+    if not isinstance(content, dict):
+        raise InvalidRequest('models must be a JSON object: {"model": {"task": "detection", "labels": ["face"]}}')
+    given = {}
+    for name, spec in content.items():
+        task = spec.get("task") if isinstance(spec, dict) else None
+        labels = spec.get("labels") if isinstance(spec, dict) else None
+        if task not in {t.value for t in Task} or not isinstance(labels, list) or not labels:
+            raise InvalidRequest(
+                f"models.{name} needs task (detection or segmentation) and labels (a non-empty list), got {spec!r}"
+            )
+        given[str(name)] = ModelInfo(str(name), Task(task), tuple(str(label) for label in labels))
+    return given

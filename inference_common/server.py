@@ -177,10 +177,8 @@ def _add_oip_routes(app: FastAPI, settings: ServerSettings) -> None:
         _runner(request, name)
         return {"name": name, "ready": True}
 
-    @app.get("/v2/models/{name}/config")
-    @app.get("/v2/models/{name}/versions/{version}/config")
-    async def model_config(request: Request, name: str, version: str = "1") -> dict[str, Any]:
-        return _runner(request, name).model.triton_config(settings.max_batch_size)
+    if settings.model_metadata_endpoints:
+        _add_triton_metadata_routes(app, settings)
 
     @app.get("/v2/models/{name}/stats")
     async def model_statistics(request: Request, name: str) -> dict[str, Any]:
@@ -198,10 +196,6 @@ def _add_oip_routes(app: FastAPI, settings: ServerSettings) -> None:
             ]
         }
 
-    @app.post("/v2/repository/index")
-    async def repository_index(request: Request) -> list[dict[str, str]]:
-        return [{"name": name, "version": "1", "state": "READY"} for name in request.app.state.runners]
-
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(request: Request, name: str, version: str = "1") -> Response:
@@ -215,6 +209,19 @@ def _add_oip_routes(app: FastAPI, settings: ServerSettings) -> None:
         model_parameters = {k: v for k, v in parameters.items() if k not in PROTOCOL_PARAMETERS}
         outputs = await runner.predict(images, model_parameters)
         return _infer_response(runner.model, header, outputs)
+
+
+def _add_triton_metadata_routes(app: FastAPI, settings: ServerSettings) -> None:
+    """Triton's extensions that name a server's models and their task and labels."""
+
+    @app.get("/v2/models/{name}/config")
+    @app.get("/v2/models/{name}/versions/{version}/config")
+    async def model_config(request: Request, name: str, version: str = "1") -> dict[str, Any]:
+        return _runner(request, name).model.triton_config(settings.max_batch_size)
+
+    @app.post("/v2/repository/index")
+    async def repository_index(request: Request) -> list[dict[str, str]]:
+        return [{"name": name, "version": "1", "state": "READY"} for name in request.app.state.runners]
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes | memoryview]:

@@ -19,6 +19,11 @@ class ServerSettings(BaseSettings):
     max_body_bytes: int = Field(512 * 1024 * 1024, ge=1, description="largest request body accepted")
     max_batch_size: int = Field(32, ge=1)
     concurrent_inferences: int = Field(2, ge=1, description="inferences run at once per model")
+    model_metadata_endpoints: bool = Field(
+        True,
+        description="serve Triton's model configuration and repository index endpoints; off, the server "
+        "looks to a client like OpenVINO Model Server",
+    )
     protocols: set[Literal["oip", "bmw"]] = Field(
         {"oip", "bmw"}, description="which protocols to answer: the Open Inference Protocol, BMW's, or both"
     )

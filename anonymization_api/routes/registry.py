@@ -1,12 +1,14 @@
 """The registry endpoints of BMW's API: /set_url, /list_urls, /remove_url, /remove_all_urls,
 /available_methods; plus /servers (what discovery found) and /health."""
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from anonymization_api.deps import RegistryDep, read_form
 from anonymization_api.errors import InvalidRequest
+from anonymization_api.registry import parse_given
 from anonymization_api.routes import route
 from anonymization_api.schemas import envelope
 from anonymization_api.techniques import TECHNIQUES
@@ -25,7 +27,14 @@ async def _url_field(request: Request) -> str:
 
 @route(router, "POST", "/set_url", summary="Register an inference server (Open Inference Protocol or BMW)")
 async def set_url(request: Request, registry: RegistryDep) -> dict[str, Any]:
-    server = await registry.add(await _url_field(request))
+    form = await read_form(request)
+    given = {}
+    if isinstance(form.get("models"), str) and form["models"].strip():
+        try:
+            given = parse_given(json.loads(form["models"]))
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"models is not valid JSON ({exc})") from exc
+    server = await registry.add(await _url_field(request), given)
     return envelope(server.describe())
 
 

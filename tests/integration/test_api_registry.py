@@ -195,3 +195,24 @@ def test_concurrent_registrations_keep_the_file_whole(tmp_path, detection_url, s
         assert sorted(saved["urls"]) == sorted({detection_url + "/", segmentation_url + "/"})
         assert not list((tmp_path / "jsonFiles").glob("*.tmp"))
     shutil.rmtree(tmp_path / "jsonFiles")
+
+
+def test_server_without_config_endpoint_registered_with_given_task_and_labels(api_url, tmp_path):
+    """Like OpenVINO Model Server: no model configuration or repository index endpoints."""
+    env = {"ANONYMIZER_INFERENCE_MODEL_METADATA_ENDPOINTS": "false"}
+    with running(["serve-detection"], "/v2/health/ready", tmp_path / "ovms.log", env=env) as ovms:
+        assert httpx.get(f"{ovms}/v2/models/centerface/config").status_code == 404
+        bare = httpx.post(f"{api_url}/set_url", data={"url": ovms}, timeout=60).json()["data"]
+        assert bare["models"] == {}  # nothing to go on
+        given = json.dumps({"centerface": {"task": "detection", "labels": ["face"]}})
+        registered = httpx.post(f"{api_url}/set_url", data={"url": ovms, "models": given}, timeout=60)
+        assert registered.status_code == 200
+        assert registered.json()["data"]["models"]["centerface"] == {"task": "detection", "labels": ["face"]}
+        try:
+            response = anonymize(api_url, encode(grace_hopper()), {"sensitive_info": [face_entry(url=ovms + "/")]})
+            assert response.status_code == 200
+            assert region_change(grace_hopper(), decode(response.content), GRACE_HOPPER_FACE) > 20
+            bad = httpx.post(f"{api_url}/set_url", data={"url": ovms, "models": '{"x": {"task": "nope"}}'})
+            assert bad.status_code == 400 and "models.x" in bad.json()["error"]
+        finally:
+            httpx.post(f"{api_url}/remove_url", data={"url": ovms})
