@@ -44,6 +44,7 @@ def make_video(
     variable_rate: bool = False,
     rotation: int = 0,
     face_height: int = 120,
+    audio_codec: str = "aac",
 ) -> TestVideo:
     width, height = size
     patch = face_patch(face_height)
@@ -60,7 +61,7 @@ def make_video(
         video.options = {"crf": "18", "preset": "ultrafast"}
         if rotation:
             video.set_display_rotation(rotation)
-        sound = out.add_stream("aac", rate=48000) if audio else None
+        sound = out.add_stream(audio_codec, rate=48000) if audio else None
         pts = 0
         for index in range(frames):
             x = round((width - patch.shape[1]) * index / max(1, frames - 1))
@@ -80,7 +81,12 @@ def make_video(
             samples = np.arange(int(48000 * duration_s))
             tone = (0.3 * np.sin(2 * np.pi * 440 * samples / 48000)).astype(np.float32)
             for start in range(0, len(tone), 1024):
-                chunk = av.AudioFrame.from_ndarray(tone[None, start : start + 1024], format="flt", layout="mono")
+                samples_block = tone[None, start : start + 1024]
+                if audio_codec.startswith("pcm_s16"):
+                    samples_block = (samples_block * 32767).astype(np.int16)
+                chunk = av.AudioFrame.from_ndarray(
+                    samples_block, format="s16" if audio_codec.startswith("pcm_s16") else "flt", layout="mono"
+                )
                 chunk.sample_rate = 48000
                 out.mux(sound.encode(chunk))
             out.mux(sound.encode(None))

@@ -233,3 +233,17 @@ def test_detection_on_every_third_frame_still_hides_every_face(api_url, tmp_path
     assert_faces_hidden(source, frames)
     refused = submit(api_url, source.path, detection_interval="3", tracking="false")
     assert refused.status_code == 400 and "needs tracking" in refused.json()["error"]
+
+
+def test_audio_mp4_cannot_carry_is_reencoded_to_aac(api_url, tmp_path):
+    source = make_video(tmp_path / "camera.mkv", frames=30, audio_codec="pcm_s16le")
+    with av.open(str(source.path)) as original:
+        assert original.streams.audio[0].codec_context.name == "pcm_s16le"
+        audio_seconds = sum(frame.samples for frame in original.decode(audio=0)) / 48000
+    job = wait_job(api_url, submit(api_url, source.path).json()["data"]["id"])
+    assert job["state"] == "done", job
+    with av.open(str(result(api_url, job, tmp_path))) as container:
+        audio = container.streams.audio[0]
+        assert audio.codec_context.name == "aac"
+        decoded = sum(frame.samples for frame in container.decode(audio))
+    assert abs(decoded / 48000 - audio_seconds) < 0.1
