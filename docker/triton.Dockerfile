@@ -22,9 +22,8 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 # --- runtime
 FROM ${TRITON_IMAGE}
 # ONNX Runtime's CUDA 12 build, matching the CUDA 12 / cuDNN 9 of the 25.xx Triton images, for the GPU
-# engine. Today the pipelines' Engine is OpenVINO (inference_common/triton_model.py says so), so the
-# models run on the CPU inside Triton's instances; build with --build-arg ONNXRUNTIME_GPU_VERSION= to
-# leave ONNX Runtime out until that engine exists.
+# engine: with ANONYMIZER_ENGINE=auto the networks run on ONNX Runtime (TensorRT, CUDA) where it sees a
+# GPU and on OpenVINO otherwise; build with --build-arg ONNXRUNTIME_GPU_VERSION= to leave it out.
 ARG ONNXRUNTIME_GPU_VERSION=1.23.2
 # The image's python3 is the system Python (PEP 668 marks it externally managed); Triton's Python
 # backend imports from it, so our packages go there.
@@ -32,11 +31,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_BREAK_SYSTEM_PACKAGES=1 \
     PYTHONUNBUFFERED=1 \
+    ANONYMIZER_ENGINE=auto \
     ANONYMIZER_MODELS_DIR=/opt/anonymizer/models
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     python3 -m pip install --no-cache-dir /wheels/*.whl \
  && if [ -n "${ONNXRUNTIME_GPU_VERSION}" ]; then \
-        python3 -m pip install --no-cache-dir "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}"; \
+        python3 -m pip install --no-cache-dir "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" "onnx==1.23.2"; \
     fi
 # --python-path '': Triton's stub runs this same python3, which has the project installed.
 RUN anonymizer models fetch --models-dir /opt/anonymizer/models \

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import Field
 
 from inference_common import boxes
-from inference_common.engine import Engine
+from inference_common.engine import make_engine
 from inference_common.models import PPOCR_DET
 from inference_common.serving import ModelParams
 
@@ -50,7 +50,7 @@ class TextDetector:
     """The DB network plus its post-processing; one instance per process, thread-safe."""
 
     def __init__(self, models_dir: Path) -> None:
-        self._engine = Engine(PPOCR_DET.path_in(models_dir))
+        self._engine = make_engine(PPOCR_DET.path_in(models_dir))
 
     def probability(self, image: np.ndarray, max_side: int) -> np.ndarray:
         """Text probability (h, w) float32 at network resolution for RGB uint8 (H, W, 3)."""

@@ -15,10 +15,9 @@ wrong pixels and empty outputs (the dtype record changed layout). DLPack carries
 strides itself, and works the same under numpy 1.
 
 Devices: the instance kind Triton chose (`KIND_AUTO` resolves to GPU where one is visible) is
-logged, but the networks run on what `inference_common.engine.Engine` provides, which today is
-OpenVINO on the CPU. Running them on ONNX Runtime with the CUDA or TensorRT provider on a GPU
-instance needs an ONNX Runtime engine behind that same `Engine` interface; nothing here changes
-when it exists.
+logged; the networks run on the engine `inference_common.engine.make_engine` picks from
+$ANONYMIZER_ENGINE: ONNX Runtime with the TensorRT or CUDA provider on a GPU (`auto` or
+`onnxruntime`), OpenVINO on a CPU.
 """
 
 import ctypes

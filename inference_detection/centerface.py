@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from inference_common import boxes
-from inference_common.engine import Engine
+from inference_common.engine import make_engine
 from inference_common.models import CENTERFACE
 from inference_common.serving import NO_DETECTIONS, DetectionModel, ModelParams
 
@@ -89,7 +89,7 @@ class CenterFace(DetectionModel):
     }
 
     def load(self, models_dir: Path) -> None:
-        self._engine = Engine(CENTERFACE.path_in(models_dir))
+        self._engine = make_engine(CENTERFACE.path_in(models_dir))
 
     def detect(self, image: np.ndarray, params: CenterFaceParams) -> np.ndarray:
         height, width = image.shape[:2]

@@ -1,0 +1,37 @@
+"""Both engines give the same answers: ONNX Runtime (the GPU path, here on its CPU provider) and OpenVINO."""
+
+import numpy as np
+import pytest
+
+from inference_common.engine import Engine, make_engine
+from inference_common.models import CENTERFACE, default_models_dir
+from inference_detection.centerface import CenterFace
+from tests.images import GRACE_HOPPER_FACE, grace_hopper, iou
+
+onnxruntime = pytest.importorskip("onnxruntime", reason="ONNX Runtime is the optional GPU engine")
+
+
+def test_onnxruntime_finds_the_same_face_as_openvino(monkeypatch):
+    found = {}
+    for engine in ("openvino", "onnxruntime"):
+        monkeypatch.setenv("ANONYMIZER_ENGINE", engine)
+        model = CenterFace()
+        model.load(default_models_dir())
+        dets = model.detect(grace_hopper(), model.parse_params({"score_threshold": 0.5}))
+        assert len(dets) == 1 and iou(dets[0, :4], GRACE_HOPPER_FACE) > 0.6
+        found[engine] = dets[0]
+    assert iou(found["openvino"][:4], found["onnxruntime"][:4]) > 0.95
+    assert abs(found["openvino"][4] - found["onnxruntime"][4]) < 0.05
+
+
+def test_engine_choice(monkeypatch):
+    path = CENTERFACE.path_in(default_models_dir())
+    monkeypatch.setenv("ANONYMIZER_ENGINE", "auto")  # no GPU here: OpenVINO
+    assert isinstance(make_engine(path), Engine)
+    monkeypatch.setenv("ANONYMIZER_ENGINE", "tensorflow")
+    with pytest.raises(ValueError, match="openvino, onnxruntime, auto"):
+        make_engine(path)
+    blob = np.zeros((2, 3, 64, 96), np.float32)
+    monkeypatch.setenv("ANONYMIZER_ENGINE", "onnxruntime")
+    outputs = make_engine(path).infer(blob)
+    assert outputs[0].shape == (2, 1, 16, 24)  # batch and size follow the input, not the declared 10x32x32
