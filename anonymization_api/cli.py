@@ -20,13 +20,15 @@ def _models_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace, kind: str) -> int:
+def _serve(args: argparse.Namespace, kind: str, default_port: int) -> int:
     import uvicorn
 
     from inference_common.settings import ServerSettings
 
     overrides = {"host": args.host, "port": args.port, "models_dir": args.models_dir}
     settings = ServerSettings(**{key: value for key, value in overrides.items() if value is not None})
+    if "port" not in settings.model_fields_set:  # neither the flag nor the environment named one
+        settings = settings.model_copy(update={"port": default_port})
     if kind == "detection":
         from inference_detection.server import create_detection_app as create
     else:
@@ -77,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         serve.add_argument("--host", default=None, help="default: $ANONYMIZER_INFERENCE_HOST or 127.0.0.1")
         serve.add_argument("--port", type=int, default=None, help=f"default: $ANONYMIZER_INFERENCE_PORT or {port}")
         serve.add_argument("--models-dir", type=Path, default=None, help="default: $ANONYMIZER_MODELS_DIR or models/")
-        serve.set_defaults(handler=lambda args, kind=kind: _serve(args, kind), default_port=port)
+        serve.set_defaults(handler=lambda args, kind=kind, port=port: _serve(args, kind, port))
     api = commands.add_parser("serve-api", help="run the anonymisation API")
     api.add_argument("--host", default=None, help="default: $ANONYMIZER_API_HOST or 127.0.0.1")
     api.add_argument("--port", type=int, default=None, help="default: $ANONYMIZER_API_PORT or 4343")
@@ -109,11 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if getattr(args, "default_port", None) and args.port is None:
-        import os
-
-        if "ANONYMIZER_INFERENCE_PORT" not in os.environ:
-            args.port = args.default_port
     return args.handler(args)
 
 

@@ -51,3 +51,12 @@ async def form_bytes(form: FormData, name: str, hint: str, limit: int) -> bytes:
 def form_text(form: FormData, name: str) -> str | None:
     value = form.get(name)
     return value if isinstance(value, str) and value.strip() else None
+
+
+MAX_CONFIGURATION_BYTES = 1024 * 1024
+
+
+async def read_configuration(form: FormData) -> bytes:
+    """The `configuration` field (a JSON file or a plain string), as BMW's endpoints take it."""
+    hint = "send the JSON configuration as a file or string field 'configuration'"
+    return await form_bytes(form, "configuration", hint, MAX_CONFIGURATION_BYTES)

@@ -39,7 +39,7 @@ import cv2
 import httpx
 import numpy as np
 
-from inference_common.boxes import iou_matrix
+from inference_common.boxes import areas, intersection_matrix, iou_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def false_alarms(found: np.ndarray, truth: np.ndarray, ignored: np.ndarray) -> n
     if len(everything):
         alarms &= (iou_matrix(found[:, :4].astype(np.float64), everything) < IOU_MATCH).all(axis=1)
     if len(ignored):
-        inside = _intersection(found, ignored) / np.maximum(_area(found), 1e-9)[:, None]
+        inside = intersection_matrix(found, ignored) / np.maximum(areas(found), 1e-9)[:, None]
         alarms &= ~(inside >= IGNORED_INSIDE).any(axis=1)
     return alarms
 
@@ -124,16 +124,6 @@ def enlarged(rows: np.ndarray, factor: float) -> np.ndarray:
     centre = (rows[:, :2] + rows[:, 2:]) / 2
     half = (rows[:, 2:] - rows[:, :2]) * factor / 2
     return np.concatenate([centre - half, centre + half], axis=1)
-
-
-def _area(rows: np.ndarray) -> np.ndarray:
-    return (rows[:, 2] - rows[:, 0]).clip(0) * (rows[:, 3] - rows[:, 1]).clip(0)
-
-
-def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    width = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    return width.clip(0) * height.clip(0)
 
 
 @dataclass

@@ -44,6 +44,10 @@ class UnknownJob(UnknownRegistration):
     pass
 
 
+class JobNotDone(AnonymisationError):
+    status_code = 409
+
+
 Work = Callable[[Path, Progress, Callable[[], bool]], Awaitable[None]]
 
 

@@ -4,6 +4,7 @@ discovers the registered servers, keeps re-discovering those that are down, and 
 import asyncio
 import contextlib
 import logging
+import shutil
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -16,10 +17,10 @@ from anonymization_api.errors import AnonymisationError, InvalidConfiguration
 from anonymization_api.jobs import JobManager, QueueFull
 from anonymization_api.registry import Registry
 from anonymization_api.routes import images, registry, videos
-from anonymization_api.routes.videos import remove_uploads
-from anonymization_api.schemas import envelope
 from anonymization_api.settings import ApiSettings, get_settings
 from inference_common.errors import InferenceServerError
+from inference_common.protocol import envelope
+from inference_common.server import add_body_limit
 
 logger = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -41,7 +42,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.jobs.shutdown()
-            remove_uploads(settings.data_dir / ".uploads")
+            shutil.rmtree(settings.uploads_dir, ignore_errors=True)
             rediscovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await rediscovery
@@ -59,7 +60,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(images.router)
     app.include_router(videos.router)
     _add_error_handlers(app)
-    _add_body_limit(app, settings.max_upload_bytes + 2 * 1024 * 1024)
+    # the form's other fields and multipart framing come on top of the largest upload
+    add_body_limit(
+        app, settings.max_upload_bytes + 2 * 1024 * 1024, lambda _request, status, message: _error(status, message)
+    )
     return app
 
 
@@ -101,12 +105,3 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unexpected error on %s", request.url.path)
         return _error(500, f"internal error ({type(exc).__name__}); nothing was returned, see the service log")
-
-
-def _add_body_limit(app: FastAPI, limit: int) -> None:
-    @app.middleware("http")
-    async def _limit(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            return _error(413, f"request body of {length} bytes exceeds the limit of {limit} bytes")
-        return await call_next(request)

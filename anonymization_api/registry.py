@@ -159,11 +159,8 @@ class Registry:
         return server
 
     async def remove(self, raw_url: str) -> None:
-        url = normalise_url(raw_url)
         async with self._lock:
-            if url not in self._servers:
-                raise UnknownRegistration(f"{url} is not registered; registered: {list(self._servers) or 'none'}")
-            del self._servers[url]
+            del self._servers[self.get(raw_url).url]
             await asyncio.to_thread(self._write)
 
     async def remove_all(self) -> None:
@@ -193,7 +190,7 @@ class Registry:
             if changed:
                 await asyncio.to_thread(self._write)
 
-    async def mark_unavailable(self, url: str, error: str) -> None:
+    def mark_unavailable(self, url: str, error: str) -> None:
         server = self._servers.get(url)
         if server is not None:
             server.available, server.error = False, error

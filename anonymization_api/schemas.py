@@ -1,5 +1,5 @@
 """Pydantic models at the API's edges: the user configuration (BMW's file plus optional
-extensions) and the envelope of JSON answers."""
+extensions)."""
 
 from typing import Any, Literal
 
@@ -67,8 +67,3 @@ class SensitiveInfo(BaseModel):
 
     def part(self) -> tuple[float, float, float, float]:
         return NAMED_PARTS[self.region] if isinstance(self.region, str) else self.region
-
-
-def envelope(data: Any = None, error: str | None = None) -> dict[str, Any]:
-    """BMW's answer envelope."""
-    return {"data": data, "error": error, "success": error is None}

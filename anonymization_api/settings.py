@@ -36,6 +36,11 @@ class ApiSettings(BaseSettings):
     def videos_dir(self) -> Path:
         return self.data_dir / "anonymized_videos"
 
+    @property
+    def uploads_dir(self) -> Path:
+        """Videos waiting for or in a job; emptied when the service stops."""
+        return self.data_dir / ".uploads"
+
 
 @cache
 def get_settings() -> ApiSettings:

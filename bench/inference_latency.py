@@ -51,7 +51,8 @@ def main() -> None:
     fetch_models(models_dir)
     scenes = {size: portraits_scene(*size) for size in SIZES}
     local = {}
-    for model in [*detection_models(), *segmentation_models()]:
+    models = [*detection_models(), *segmentation_models()]
+    for model in models:
         model.load(models_dir)
         params = model.parse_params({})
         for size, image in scenes.items():
@@ -62,7 +63,7 @@ def main() -> None:
         running(["serve-detection"], "/v2/health/ready", logs / "det.log") as detection,
         running(["serve-segmentation"], "/v2/health/ready", logs / "seg.log") as segmentation,
     ):
-        for model in [*detection_models(), *segmentation_models()]:
+        for model in models:
             url = detection if model.task is protocol.Task.DETECTION else segmentation
             for size, image in scenes.items():
                 remote = median_ms(remote_call(url, model.name, model.task, image), args.repeats)

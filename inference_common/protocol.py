@@ -2,6 +2,7 @@
 and client so that none of them spells a name twice."""
 
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -47,3 +48,8 @@ class Task(StrEnum):
 
 def outputs_of(task: Task) -> tuple[str, ...]:
     return DETECTION_OUTPUTS if task is Task.DETECTION else SEGMENTATION_OUTPUTS
+
+
+def envelope(data: Any = None, error: str | None = None) -> dict[str, Any]:
+    """BMW's answer envelope `{"data", "error", "success"}`, which its clients read."""
+    return {"data": data, "error": error, "success": error is None}

@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -77,7 +78,7 @@ def create_app(
     app = FastAPI(title="Anonymizer inference server", version=SERVER_VERSION, lifespan=lifespan)
     app.state.runners = {}
     _add_error_handlers(app)
-    _add_body_limit(app, settings.max_body_bytes)
+    add_body_limit(app, settings.max_body_bytes)
     if "oip" in settings.protocols:
         _add_oip_routes(app, settings)
     if "bmw" in settings.protocols:
@@ -104,7 +105,7 @@ def _is_oip(request: Request) -> bool:
 def _error_response(request: Request, status: int, message: str) -> JSONResponse:
     if _is_oip(request):
         return JSONResponse({"error": message}, status_code=status)
-    return JSONResponse({"data": None, "error": message, "success": False}, status_code=status)
+    return JSONResponse(protocol.envelope(None, message), status_code=status)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -127,14 +128,16 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error_response(request, 500, f"internal error: {type(exc).__name__}; see the server log")
 
 
-def _add_body_limit(app: FastAPI, max_body_bytes: int) -> None:
+def add_body_limit(
+    app: FastAPI, max_body_bytes: int, respond: Callable[[Request, int, str], JSONResponse] = _error_response
+) -> None:
+    """Answer 413 before reading a body larger than `max_body_bytes`, through the app's own error format."""
+
     @app.middleware("http")
     async def _limit(request: Request, call_next):
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            return _error_response(
-                request, 413, f"request body of {length} bytes exceeds the limit of {max_body_bytes} bytes"
-            )
+            return respond(request, 413, f"request body of {length} bytes exceeds the limit of {max_body_bytes} bytes")
         return await call_next(request)
 
 
@@ -331,10 +334,6 @@ def _infer_response(model: ServedModel, header: dict[str, Any], outputs: dict[st
 # --- BMW inference API ---------------------------------------------------------------------------
 
 
-def _envelope(data: Any) -> dict[str, Any]:
-    return {"data": data, "error": None, "success": True}
-
-
 def gray_palette(size: int) -> list[int]:
     """PNG palette where class i is drawn as gray (i, i, i): BMW's anonymiser reads the class from
     the gray value while its box extraction reads the palette colour, and this palette serves both."""
@@ -355,16 +354,16 @@ def _add_bmw_routes(app: FastAPI, settings: ServerSettings) -> None:
 
     @app.get("/models")
     async def bmw_models(request: Request) -> dict[str, Any]:
-        return _envelope({"models": list(request.app.state.runners)})
+        return protocol.envelope({"models": list(request.app.state.runners)})
 
     @app.get("/models/{name}/labels")
     async def bmw_labels(request: Request, name: str) -> dict[str, Any]:
-        return _envelope(list(model_of(request, name).labels))
+        return protocol.envelope(list(model_of(request, name).labels))
 
     @app.get("/models/{name}/config")
     async def bmw_config(request: Request, name: str) -> dict[str, Any]:
         model = model_of(request, name)
-        return _envelope(
+        return protocol.envelope(
             {
                 "type": model.task.value,
                 "inference_engine_name": "openvino",
@@ -380,7 +379,7 @@ def _add_bmw_routes(app: FastAPI, settings: ServerSettings) -> None:
     async def bmw_palette(request: Request, name: str) -> dict[str, Any]:
         model = model_of(request, name, Task.SEGMENTATION)
         flat = gray_palette(len(model.labels))
-        return _envelope([flat[i : i + 3] for i in range(0, len(flat), 3)])
+        return protocol.envelope([flat[i : i + 3] for i in range(0, len(flat), 3)])
 
     @app.post("/models/{name}/predict")
     async def bmw_predict(request: Request, name: str, input_data: Annotated[UploadFile, File()]) -> dict[str, Any]:
@@ -388,7 +387,7 @@ def _add_bmw_routes(app: FastAPI, settings: ServerSettings) -> None:
         image = await read_upload(input_data)
         outputs = await _runner(request, name).predict(image[None], dict(request.query_params))
         dets = unpack_detections(outputs)[0]
-        return _envelope(
+        return protocol.envelope(
             {
                 "bounding-boxes": [
                     {

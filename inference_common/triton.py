@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inference_common.errors import ModelFetchError
-from inference_common.models import PROJECT_ROOT, ModelFile, default_models_dir, download_wheel, sha256_of
+from inference_common.models import PROJECT_ROOT, default_models_dir, download_wheel, sha256_of
 from inference_common.serving import ServedModel
 
 logger = logging.getLogger(__name__)
@@ -38,14 +38,9 @@ ADAPTER_MODULE = "inference_common.triton_model"
 # The Triton server binary, its Python back end and the stubs per Python version, in a pinned wheel.
 # It is fetched like the model files (pip download --no-deps, checked against its sha256) rather than
 # installed: nvidia-pytriton's Python package requires numpy<2, and we only need its binaries.
-TRITONSERVER_WHEEL = ModelFile(
-    key="tritonserver",
-    package="nvidia-pytriton",
-    version="0.7.0",  # Triton 2.51.0
-    member="pytriton/tritonserver/bin/tritonserver",
-    sha256="21f063ff93bb426d0c06b7a55e7eb9efcfe62c0dddd9a908e9877e18710128df",  # of the wheel
-    licence="Apache-2.0",
-)
+TRITONSERVER_PACKAGE = "nvidia-pytriton"
+TRITONSERVER_VERSION = "0.7.0"  # Triton 2.51.0
+TRITONSERVER_WHEEL_SHA256 = "21f063ff93bb426d0c06b7a55e7eb9efcfe62c0dddd9a908e9877e18710128df"
 TRITONSERVER_DIR_ENV = "ANONYMIZER_TRITONSERVER_DIR"
 
 
@@ -250,7 +245,7 @@ class TritonServer:
 
 def default_tritonserver_dir() -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    default = cache / "anonymizer" / f"{TRITONSERVER_WHEEL.package}-{TRITONSERVER_WHEEL.version}"
+    default = cache / "anonymizer" / f"{TRITONSERVER_PACKAGE}-{TRITONSERVER_VERSION}"
     return Path(os.environ.get(TRITONSERVER_DIR_ENV) or default)
 
 
@@ -263,9 +258,9 @@ def fetch_tritonserver(target: Path | None = None) -> TritonServer:
     if not stub.is_file():
         server.root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=server.root.parent) as tmp:
-            wheel = download_wheel(TRITONSERVER_WHEEL, Path(tmp))
-            if sha256_of(wheel) != TRITONSERVER_WHEEL.sha256:
-                raise ModelFetchError(f"{wheel.name} does not match its pinned sha256 {TRITONSERVER_WHEEL.sha256}")
+            wheel = download_wheel(TRITONSERVER_PACKAGE, TRITONSERVER_VERSION, Path(tmp))
+            if sha256_of(wheel) != TRITONSERVER_WHEEL_SHA256:
+                raise ModelFetchError(f"{wheel.name} does not match its pinned sha256 {TRITONSERVER_WHEEL_SHA256}")
             staging = Path(tmp) / "root"
             with zipfile.ZipFile(wheel) as archive:
                 for member in archive.infolist():

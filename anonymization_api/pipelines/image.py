@@ -6,7 +6,6 @@ never anonymised with some of its entries missing.
 """
 
 import asyncio
-import logging
 from typing import Any
 
 import numpy as np
@@ -18,8 +17,6 @@ from anonymization_api.regions import Region, apply_regions, box_regions, mask_r
 from anonymization_api.registry import Registry
 from anonymization_api.techniques import TECHNIQUES
 from inference_common.protocol import Task
-
-logger = logging.getLogger(__name__)
 
 Results = dict[tuple[str, str, str], list[np.ndarray]]
 
@@ -44,21 +41,31 @@ async def _call_with_failover(
         try:
             return await clients.infer(server, entry.model, images, parameters)
         except InferenceUnavailable as exc:
-            await registry.mark_unavailable(server.url, str(exc))
+            registry.mark_unavailable(server.url, str(exc))
             last_error = exc
     assert last_error is not None
     raise last_error
 
 
+def entry_detections(entry: PlannedEntry, result: np.ndarray) -> np.ndarray:
+    """The rows (N, 6) of a detection result that belong to `entry`: its class, above its threshold."""
+    dets = result[result[:, 5].astype(np.int64) == entry.class_index]
+    if entry.info.score_threshold is not None:
+        dets = dets[dets[:, 4] >= entry.info.score_threshold]
+    return dets
+
+
+def hide(image: np.ndarray, entry: PlannedEntry, regions: list[Region]) -> None:
+    """Apply the entry's technique and degree to `regions` of `image`, in place."""
+    technique = TECHNIQUES[entry.info.anonymization_technique]
+    apply_regions(image, regions, technique, entry.info.anonymization_degree, entry.options)
+
+
 def entry_regions(entry: PlannedEntry, result: np.ndarray, width: int, height: int) -> tuple[list[Region], list[dict]]:
     """The regions one entry hides in one image, and their audit record."""
     if entry.model.task is Task.DETECTION:
-        dets = result[result[:, 5].astype(np.int64) == entry.class_index]
-        threshold = entry.info.score_threshold
-        if threshold is not None:
-            dets = dets[dets[:, 4] >= threshold]
         regions, audit = [], []
-        for row in dets:
+        for row in entry_detections(entry, result):
             hidden = box_regions(row[None], entry.style, width, height)
             regions.extend(hidden)
             audit.append(
@@ -90,13 +97,7 @@ def anonymise(image: np.ndarray, plan: Plan, results: Results, index: int) -> tu
     audit = []
     for entry in plan.entries:
         regions, found = entry_regions(entry, results[entry.call_key][index], width, height)
-        apply_regions(
-            output,
-            regions,
-            TECHNIQUES[entry.info.anonymization_technique],
-            entry.info.anonymization_degree,
-            entry.options,
-        )
+        hide(output, entry, regions)
         audit.append(
             {
                 "entry": entry.index,

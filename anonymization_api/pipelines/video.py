@@ -11,7 +11,6 @@ error (an inference failure, a cancel) propagates and the partial file is delete
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -26,14 +25,11 @@ import numpy as np
 from anonymization_api.clients import InferenceClients
 from anonymization_api.configuration import Plan
 from anonymization_api.errors import InvalidMedia
-from anonymization_api.pipelines.image import localise
-from anonymization_api.regions import apply_regions, box_regions, mask_regions
+from anonymization_api.pipelines.image import entry_detections, hide, localise
+from anonymization_api.regions import box_regions, mask_regions
 from anonymization_api.registry import Registry
-from anonymization_api.techniques import TECHNIQUES
 from anonymization_api.tracking import BoxTracker
 from inference_common.protocol import Task
-
-logger = logging.getLogger(__name__)
 
 # Audio codecs the MP4 muxer carries as they are; anything else is re-encoded to AAC.
 MP4_AUDIO = {"aac", "mp3", "alac", "opus", "flac", "ac3", "eac3"}
@@ -94,7 +90,6 @@ class VideoInfo:
     rate: Fraction
     time_base: Fraction
     frames: int  # 0 where the container does not say
-    has_audio: bool
 
 
 def probe(path: Path) -> VideoInfo:
@@ -114,9 +109,7 @@ def probe(path: Path) -> VideoInfo:
             frames = stream.frames
             if not frames and stream.duration:
                 frames = int(float(stream.duration * stream.time_base * rate))
-            return VideoInfo(
-                width, height, Fraction(rate), Fraction(stream.time_base), frames, bool(container.streams.audio)
-            )
+            return VideoInfo(width, height, Fraction(rate), Fraction(stream.time_base), frames)
     except av.FFmpegError as exc:
         raise InvalidMedia(f"the video could not be read ({exc}); send a file FFmpeg can decode") from exc
 
@@ -151,7 +144,8 @@ class VideoReader:
         self._pending: list[av.VideoFrame] = []
         self._drained = False
         self._next_pts = 0
-        self._frame_ticks = 1
+        rate = self.video.average_rate or Fraction(30)
+        self._frame_ticks = max(1, round(1 / (rate * self.video.time_base)))  # one frame, in stream ticks
 
     def next_batch(self, size: int) -> DecodedBatch | None:
         frames, pts, audio = [], [], []
@@ -182,8 +176,6 @@ class VideoReader:
     def _timestamp(self, frame: av.VideoFrame) -> int:
         # A valid frame can come without a timestamp; continue the sequence at the stream's rate.
         pts = frame.pts if frame.pts is not None else self._next_pts
-        rate = self.video.average_rate or Fraction(30)
-        self._frame_ticks = max(1, round(1 / (rate * self.video.time_base)))
         self._next_pts = pts + self._frame_ticks
         return pts
 
@@ -259,13 +251,13 @@ def render(record: FrameRecord, plan: Plan) -> np.ndarray:
             found = record.boxes.get(entry.index) or []
             dets = np.concatenate(found) if found else np.empty((0, 6), np.float32)
             regions = box_regions(dets, entry.style, width, height)
-        technique = TECHNIQUES[entry.info.anonymization_technique]
-        apply_regions(image, regions, technique, entry.info.anonymization_degree, entry.options)
+        hide(image, entry, regions)
     return image
 
 
 async def anonymise_video(
     src: Path,
+    info: VideoInfo,
     dst: Path,
     plan: Plan,
     options: VideoOptions,
@@ -274,7 +266,6 @@ async def anonymise_video(
     progress: Progress,
     is_cancelled: Callable[[], bool],
 ) -> None:
-    info = await asyncio.to_thread(probe, src)
     progress.frames_total = info.frames
     hold = max(0, round(options.hold_seconds * float(info.rate))) if options.tracking else 0
     hold = max(hold, options.detection_interval - 1)  # back-fills must reach the frames between detections
@@ -368,10 +359,7 @@ def _localised(
         if position is None:
             dets = np.empty((0, 6), np.float32)
         else:
-            result = results[entry.call_key][position]
-            dets = result[result[:, 5].astype(np.int64) == entry.class_index]
-        if entry.info.score_threshold is not None:
-            dets = dets[dets[:, 4] >= entry.info.score_threshold]
+            dets = entry_detections(entry, results[entry.call_key][position])
         update = trackers[entry.index].update(record.index, dets)
         record.boxes[entry.index] = [update.current]
         for earlier, box in update.backfill:

@@ -8,13 +8,21 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from anonymization_api.configuration import parse_configuration, plan
-from anonymization_api.deps import ClientsDep, RegistryDep, SettingsDep, form_bytes, form_text, read_form
+from anonymization_api.deps import (
+    ClientsDep,
+    RegistryDep,
+    SettingsDep,
+    form_bytes,
+    form_text,
+    read_configuration,
+    read_form,
+)
 from anonymization_api.errors import InvalidRequest
 from anonymization_api.media import OutputFormat, encode_image
 from anonymization_api.pipelines.image import anonymise, localise
 from anonymization_api.routes import BINARY, CONFIGURATION_FIELD, multipart_doc, route
-from anonymization_api.schemas import envelope
 from inference_common.imaging import read_image
+from inference_common.protocol import envelope
 
 router = APIRouter(tags=["images"])
 
@@ -54,9 +62,7 @@ async def anonymize(request: Request, settings: SettingsDep, registry: RegistryD
     image_bytes = await form_bytes(
         form, "image", "send the picture as the multipart file 'image'", settings.max_upload_bytes
     )
-    config_bytes = await form_bytes(
-        form, "configuration", "send the JSON configuration as a file or string field 'configuration'", 1024 * 1024
-    )
+    config_bytes = await read_configuration(form)
     mode = form_text(form, "detections") or "none"
     if mode not in DETECTION_MODES:
         raise InvalidRequest(f"detections '{mode}' is not one of {list(DETECTION_MODES)}")

@@ -10,8 +10,8 @@ from anonymization_api.deps import RegistryDep, read_form
 from anonymization_api.errors import InvalidRequest
 from anonymization_api.registry import parse_given
 from anonymization_api.routes import route
-from anonymization_api.schemas import envelope
 from anonymization_api.techniques import TECHNIQUES
+from inference_common.protocol import envelope
 
 router = APIRouter(tags=["registry"])
 

@@ -1,7 +1,6 @@
 """Video endpoints: POST /anonymize_video starts a job; /jobs reports, serves and cancels them."""
 
 import asyncio
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,12 +10,12 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.datastructures import UploadFile
 
 from anonymization_api.configuration import parse_configuration, plan
-from anonymization_api.deps import ClientsDep, RegistryDep, SettingsDep, form_bytes, form_text, read_form
+from anonymization_api.deps import ClientsDep, RegistryDep, SettingsDep, form_text, read_configuration, read_form
 from anonymization_api.errors import InvalidRequest, PayloadTooLarge
-from anonymization_api.jobs import JobManager, JobState
+from anonymization_api.jobs import JobManager, JobNotDone, JobState
 from anonymization_api.pipelines.video import VideoOptions, anonymise_video, probe
 from anonymization_api.routes import BINARY, CONFIGURATION_FIELD, multipart_doc, route
-from anonymization_api.schemas import envelope
+from inference_common.protocol import envelope
 
 router = APIRouter(tags=["videos"])
 
@@ -93,10 +92,7 @@ async def anonymize_video(
     upload = form.get("video")
     if not isinstance(upload, UploadFile):
         raise InvalidRequest("the form field 'video' is missing; send the video as the multipart file 'video'")
-    config = await form_bytes(
-        form, "configuration", "send the JSON configuration as a file or string field 'configuration'", 1024 * 1024
-    )
-    the_plan = plan(parse_configuration(config), registry)
+    the_plan = plan(parse_configuration(await read_configuration(form)), registry)
     tracking = _flag(form, "tracking", True)
     options = VideoOptions(
         keep_audio=_flag(form, "keep_audio", True),
@@ -108,15 +104,15 @@ async def anonymize_video(
         crf=settings.video_crf,
     )
     wait = _flag(form, "wait", False)
-    source = await _save_upload(upload, settings.data_dir / ".uploads", settings.max_video_bytes)
+    source = await _save_upload(upload, settings.uploads_dir, settings.max_video_bytes)
     try:
-        await asyncio.to_thread(probe, source)
+        info = await asyncio.to_thread(probe, source)
     except BaseException:
         source.unlink(missing_ok=True)
         raise
 
     async def work(output: Path, progress, is_cancelled) -> None:
-        await anonymise_video(source, output, the_plan, options, clients, registry, progress, is_cancelled)
+        await anonymise_video(source, info, output, the_plan, options, clients, registry, progress, is_cancelled)
 
     jobs = _jobs(request)
     job = jobs.submit(upload.filename or "video", source, work)
@@ -150,11 +146,3 @@ async def job_result(request: Request, job_id: str) -> FileResponse:
 async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
     job = await _jobs(request).cancel(job_id)
     return envelope(job.describe())
-
-
-class JobNotDone(InvalidRequest):
-    status_code = 409
-
-
-def remove_uploads(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
