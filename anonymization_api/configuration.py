@@ -206,6 +206,9 @@ def _resolve(index: int, info: SensitiveInfo, registry: Registry, problems: list
             )
         )
         return None
+    # Servers offering the same model are replicas; available ones first, and the model's
+    # defaults and presets are read from one of those: a replica that is down may be stale.
+    offering.sort(key=lambda pair: not pair[0].available)
     model = offering[0][1]
     if info.preset is not None and info.preset not in model.presets:
         problems.append(
@@ -219,8 +222,7 @@ def _resolve(index: int, info: SensitiveInfo, registry: Registry, problems: list
         )
     if len(problems) > found:
         return None
-    # Servers offering the same model are replicas; available ones first.
-    servers = tuple(sorted((s for s, _ in offering), key=lambda s: not s.available))
+    servers = tuple(server for server, _ in offering)
     is_face = info.class_name == "face" and task is Task.DETECTION
     scale = info.mask_scale or (FACE_MASK_SCALE if is_face else DEFAULT_MASK_SCALE)
     style = RegionStyle(

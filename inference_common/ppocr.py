@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import Field
 
 from inference_common import boxes
-from inference_common.engine import make_engine
+from inference_common.engine import PixelFormat, make_engine
 from inference_common.models import PPOCR_DET
 from inference_common.serving import ModelParams
 
@@ -50,7 +50,8 @@ class TextDetector:
     """The DB network plus its post-processing; one instance per process, thread-safe."""
 
     def __init__(self, models_dir: Path) -> None:
-        self._engine = make_engine(PPOCR_DET.path_in(models_dir))
+        # PaddleOCR trained on BGR frames normalised to -1..1.
+        self._engine = make_engine(PPOCR_DET.path_in(models_dir), PixelFormat(mean=127.5, scale=127.5, bgr=True))
 
     def probability(self, image: np.ndarray, max_side: int) -> np.ndarray:
         """Text probability (h, w) float32 at network resolution for RGB uint8 (H, W, 3)."""
@@ -58,9 +59,7 @@ class TextDetector:
         scale = min(1.0, max_side / max(height, width))
         net_w, net_h = boxes.scale_to_fit(width, height, scale, max_side * max_side, 32)
         resized = cv2.resize(image, (net_w, net_h), interpolation=cv2.INTER_LINEAR)
-        # PaddleOCR trained on BGR frames normalised to -1..1.
-        blob = cv2.dnn.blobFromImage(resized, 1 / 127.5, (net_w, net_h), (127.5, 127.5, 127.5), swapRB=True)
-        return self._engine.infer(blob)[0][0, 0]
+        return self._engine.infer(resized[None])[0][0, 0]
 
     def regions(
         self, image: np.ndarray, max_side: int, threshold: float, box_threshold: float, unclip_ratio: float

