@@ -117,8 +117,4 @@ def apply_regions(
     for region in regions:
         view = image[region.y1 : region.y2, region.x1 : region.x2]
         hidden = technique(view, degree, options)
-        alpha = region.alpha[..., None]
-        if alpha.min() >= 1.0:
-            view[...] = hidden
-        else:
-            view[...] = (view * (1.0 - alpha) + hidden * alpha).round().astype(np.uint8)
+        view[...] = cv2.blendLinear(hidden, view, region.alpha, 1.0 - region.alpha)

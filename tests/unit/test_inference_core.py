@@ -4,11 +4,11 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from inference_common.boxes import scale_to_fit
 from inference_common.errors import InvalidImage, PayloadTooLarge
-from inference_common.imaging import decode_image
+from inference_common.imaging import decode_image, read_image
 from inference_common.serving import pack_detections, unpack_detections
 from inference_detection.centerface import CenterFaceParams, decode
 
@@ -73,3 +73,18 @@ def test_scales_accept_a_comma_separated_string():
     assert CenterFaceParams.model_validate({"scales": "1, 1.5"}).scales == [1.0, 1.5]
     with pytest.raises(ValueError, match=r"0\.1\.\.4"):
         CenterFaceParams.model_validate({"scales": [0]})
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_applied_as_pillow_does(orientation):
+    stored = np.zeros((40, 64, 3), np.uint8)
+    stored[:10, :20] = (255, 0, 0)  # a red patch top left and a green one bottom left: every turn differs
+    stored[30:, :16] = (0, 255, 0)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(stored).save(buffer, format="PNG", exif=exif.tobytes())
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue()))).convert("RGB"))
+    pixels, file_format = read_image(buffer.getvalue(), 10_000)
+    assert file_format == "PNG"
+    assert np.array_equal(pixels, expected)
