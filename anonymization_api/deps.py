@@ -53,6 +53,17 @@ def form_text(form: FormData, name: str) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
+def form_size(form: FormData, name: str) -> tuple[int, int] | None:
+    """A `WIDTHxHEIGHT` field, e.g. `960x544`, as (width, height); None where it is not sent."""
+    raw = form_text(form, name)
+    if raw is None:
+        return None
+    parts = raw.strip().lower().split("x")
+    if len(parts) != 2 or not all(part.strip().isdigit() and 32 <= int(part) <= 16384 for part in parts):
+        raise InvalidRequest(f"{name} '{raw}' must be WIDTHxHEIGHT in pixels, each 32 to 16384, e.g. 960x544")
+    return int(parts[0]), int(parts[1])
+
+
 MAX_CONFIGURATION_BYTES = 1024 * 1024
 
 

@@ -10,7 +10,15 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.datastructures import UploadFile
 
 from anonymization_api.configuration import parse_configuration, plan
-from anonymization_api.deps import ClientsDep, RegistryDep, SettingsDep, form_text, read_configuration, read_form
+from anonymization_api.deps import (
+    ClientsDep,
+    RegistryDep,
+    SettingsDep,
+    form_size,
+    form_text,
+    read_configuration,
+    read_form,
+)
 from anonymization_api.errors import InvalidRequest, PayloadTooLarge
 from anonymization_api.jobs import JobManager, JobNotDone, JobState
 from anonymization_api.pipelines.video import VideoOptions, anonymise_video, probe
@@ -28,6 +36,7 @@ FORM_DOC = multipart_doc(
         "tracking": {"type": "boolean", "default": True},
         "hold_seconds": {"type": "number", "default": 0.5},
         "detection_interval": {"type": "integer", "default": 1, "minimum": 1, "maximum": 10},
+        "detection_size": {"type": "string", "pattern": "^[0-9]+x[0-9]+$", "example": "960x544"},
         "wait": {"type": "boolean", "default": False},
     },
 )
@@ -99,6 +108,7 @@ async def anonymize_video(
         tracking=tracking,
         hold_seconds=_hold(form),
         detection_interval=_interval(form, tracking),
+        detection_size=form_size(form, "detection_size"),
         batch_size=settings.video_batch_size,
         preset=settings.video_preset,
         crf=settings.video_crf,

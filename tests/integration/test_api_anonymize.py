@@ -261,3 +261,43 @@ def test_model_parameters_reach_the_model(api_url):
     assert counted[0] == 1 and counted[1] > 1
     wrong = anonymize(api_url, source, {"sensitive_info": [face_entry(model_parameters={"scale": "1"})]})
     assert wrong.status_code == 502 and "scale" in wrong.json()["error"]
+
+
+def test_detection_size_detects_on_fewer_pixels_and_hides_at_full_size(api_url):
+    source = encode(grace_hopper())  # 512x600: sent at 128x150
+    config = {"sensitive_info": [face_entry(score_threshold=0.3)]}
+    answer = anonymize(api_url, source, config, detections="include", detection_size="200x150")
+    assert answer.status_code == 200
+    body = answer.json()["data"]
+    regions = body["detections"][0]["regions"]
+    assert len(regions) == 1 and iou(regions[0]["box"], GRACE_HOPPER_FACE) > 0.5  # in the image's own pixels
+    out = decode(base64.b64decode(body["image"]))
+    assert out.shape == grace_hopper().shape
+    assert region_change(grace_hopper(), out, GRACE_HOPPER_FACE) > 20
+    assert region_change(grace_hopper(), out, BACKGROUND) == 0
+
+
+def test_detection_size_enlarges_label_maps_to_the_image(api_url):
+    image, lines = text_image()  # 900x400, sent at 675x300
+    config = {
+        "sensitive_info": [
+            {
+                "class_name": "text",
+                "inference_type": "segmentation",
+                "anonymization_technique": "solid",
+                "anonymization_degree": 1,
+                "color": "#ff0000",
+            }
+        ]
+    }
+    out = decode(anonymize(api_url, encode(image), config, detection_size="675x300").content)
+    for x1, y1, x2, y2 in lines:
+        assert (out[y1:y2, x1:x2] == [255, 0, 0]).all(axis=2).mean() > 0.8
+    assert (out[:30] == 255).all()
+
+
+def test_detection_size_must_be_width_x_height(api_url):
+    for bad in ("960", "960x", "axb", "10x10", "960x544x3"):
+        answer = anonymize(api_url, encode(grace_hopper()), {"sensitive_info": [face_entry()]}, detection_size=bad)
+        assert answer.status_code == 400
+        assert "WIDTHxHEIGHT" in answer.json()["error"] and bad in answer.json()["error"]

@@ -76,7 +76,8 @@ def test_video_keeps_audio_frames_timing_and_hides_every_face(api_url, tmp_path)
     assert_faces_hidden(source, frames)
     decoded, _, _ = read_frames(source.path)
     below = (0, 230, 480, 270)  # background below the face's path and its enlarged box
-    assert all(region_change(before, after, below) < 4 for before, after in zip(decoded, frames, strict=True))
+    # x264 at its default CRF 23 alone changes this colour-noise texture by about 4; blurring it, by over 20
+    assert all(region_change(before, after, below) < 6 for before, after in zip(decoded, frames, strict=True))
 
 
 def test_variable_frame_rate_keeps_its_timing(api_url, tmp_path):
@@ -233,6 +234,17 @@ def test_detection_on_every_third_frame_still_hides_every_face(api_url, tmp_path
     assert_faces_hidden(source, frames)
     refused = submit(api_url, source.path, detection_interval="3", tracking="false")
     assert refused.status_code == 400 and "needs tracking" in refused.json()["error"]
+
+
+def test_detection_at_half_size_hides_every_face_at_full_size(api_url, tmp_path):
+    source = make_video(tmp_path / "small.mp4", frames=20, audio=False)  # 480x270, detected at 240x135
+    job = wait_job(api_url, submit(api_url, source.path, detection_size="240x136").json()["data"]["id"])
+    assert job["state"] == "done", job
+    frames, _, _ = read_frames(result(api_url, job, tmp_path))
+    assert frames[0].shape == (270, 480, 3)
+    assert_faces_hidden(source, frames)
+    refused = submit(api_url, source.path, detection_size="half")
+    assert refused.status_code == 400 and "WIDTHxHEIGHT" in refused.json()["error"]
 
 
 def test_audio_mp4_cannot_carry_is_reencoded_to_aac(api_url, tmp_path):

@@ -66,6 +66,18 @@ def test_shortcuts_without_a_config_file(api_url, tmp_path):
     assert region_change(grace_hopper(), result, GRACE_HOPPER_FACE) > 20
 
 
+def test_detection_size_reaches_the_api(api_url, tmp_path):
+    image = tmp_path / "face.png"
+    image.write_bytes(encode(grace_hopper()))
+    finished = run_cli(str(image), "-o", str(tmp_path / "out"), "--api", api_url, "--detection-size", "256x300")
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    result = decode((tmp_path / "out" / "face.png").read_bytes())
+    assert region_change(grace_hopper(), result, GRACE_HOPPER_FACE) > 20
+    refused = run_cli(str(image), "-o", str(tmp_path / "again"), "--api", api_url, "--detection-size", "half")
+    assert refused.returncode == 1 and "WIDTHxHEIGHT" in refused.stdout
+    assert not (tmp_path / "again" / "face.png").exists()
+
+
 def test_unreachable_api_exits_non_zero(tmp_path):
     image = tmp_path / "face.png"
     image.write_bytes(encode(grace_hopper()))
