@@ -54,6 +54,8 @@ def core() -> ov.Core:
 class Engine:
     """Runs one network on uint8 RGB batches with OpenVINO; thread-safe."""
 
+    name = "openvino"
+
     def __init__(self, model_path: Path, pixels: PixelFormat, device: str = "CPU", cache_size: int = 8) -> None:
         self._pixels = pixels
         self._device = device
@@ -107,6 +109,8 @@ GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 class OnnxRuntimeEngine:
     """Runs one network on uint8 RGB batches with ONNX Runtime; thread-safe."""
+
+    name = "onnxruntime"
 
     def __init__(self, model_path: Path, pixels: PixelFormat, providers: list[str] | None = None) -> None:
         self._pixels = pixels

@@ -52,6 +52,7 @@ class TextDetector:
     def __init__(self, models_dir: Path) -> None:
         # PaddleOCR trained on BGR frames normalised to -1..1.
         self._engine = make_engine(PPOCR_DET.path_in(models_dir), PixelFormat(mean=127.5, scale=127.5, bgr=True))
+        self.engine_name = self._engine.name
 
     def probability(self, image: np.ndarray, max_side: int) -> np.ndarray:
         """Text probability (h, w) float32 at network resolution for RGB uint8 (H, W, 3)."""

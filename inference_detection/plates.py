@@ -53,6 +53,7 @@ class LicensePlate(DetectionModel):
 
     def load(self, models_dir: Path) -> None:
         self._text = shared_text_detector(models_dir)
+        self.engine_name = self._text.engine_name
 
     def detect(self, image: np.ndarray, params: PlateParams) -> np.ndarray:
         height, width = image.shape[:2]

@@ -16,6 +16,7 @@ class PPOCRText(DetectionModel):
 
     def load(self, models_dir: Path) -> None:
         self._text = shared_text_detector(models_dir)
+        self.engine_name = self._text.engine_name
 
     def detect(self, image: np.ndarray, params: TextParams) -> np.ndarray:
         regions, _ = self._text.regions(

@@ -23,6 +23,7 @@ class PPOCRTextSeg(SegmentationModel):
 
     def load(self, models_dir: Path) -> None:
         self._text = shared_text_detector(models_dir)
+        self.engine_name = self._text.engine_name
 
     def segment(self, image: np.ndarray, params: TextParams) -> np.ndarray:
         height, width = image.shape[:2]

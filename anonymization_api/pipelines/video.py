@@ -58,6 +58,7 @@ class VideoOptions:
     batch_size: int = 8
     preset: str = "superfast"
     crf: int = 23
+    encoder_threads: int = 1
 
 
 @dataclass
@@ -213,7 +214,11 @@ class VideoWriter:
         self._video.pix_fmt = "yuv420p"
         self._video.time_base = info.time_base
         self._video.codec_context.time_base = info.time_base
-        self._video.options = {"crf": str(options.crf), "preset": options.preset}
+        self._video.options = {
+            "crf": str(options.crf),
+            "preset": options.preset,
+            "threads": str(options.encoder_threads),
+        }
         self._time_base = info.time_base
         self._audio = None
         if reader.audio is not None:

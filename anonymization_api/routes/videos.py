@@ -112,6 +112,7 @@ async def anonymize_video(
         batch_size=settings.video_batch_size,
         preset=settings.video_preset,
         crf=settings.video_crf,
+        encoder_threads=settings.encoder_threads,
     )
     wait = _flag(form, "wait", False)
     source = await _save_upload(upload, settings.uploads_dir, settings.max_video_bytes)

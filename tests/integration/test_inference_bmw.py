@@ -15,6 +15,11 @@ def test_models_labels_config(detection_url, segmentation_url):
     assert {"centerface", "ppocr_text", "license_plate"} <= set(models["data"]["models"])
     assert httpx.get(f"{detection_url}/models/centerface/labels").json()["data"] == ["face"]
     assert httpx.get(f"{detection_url}/models/license_plate/config").json()["data"]["type"] == "detection"
+    engines = {
+        name: httpx.get(f"{detection_url}/models/{name}/config").json()["data"] for name in ("centerface", "person")
+    }
+    assert engines["centerface"]["inference_engine_name"] == "openvino"  # ANONYMIZER_ENGINE's default
+    assert engines["person"]["inference_engine_name"] == "opencv"  # HOG runs in OpenCV, no network
     assert httpx.get(f"{segmentation_url}/models/ppocr_text_seg/config").json()["data"]["type"] == "segmentation"
 
 
