@@ -21,6 +21,7 @@ from tritonclient.utils import InferenceServerException
 
 from anonymization_api.errors import InferenceError, InferenceTimeout, InferenceUnavailable
 from anonymization_api.registry import ModelInfo, Protocol, ServerInfo
+from anonymization_api.shared_frames import SharedFrames, SharedRegion
 from inference_common import protocol
 from inference_common.imaging import encode_png
 from inference_common.protocol import Task
@@ -35,12 +36,14 @@ CONNECTION_ERRORS = (aiohttp.ClientConnectionError, httpx.TransportError, Connec
 class InferenceClients:
     """Long-lived clients, one per registered server; closed when the service stops."""
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, shared_memory: bool = True) -> None:
         self._timeout = timeout_s
         self._oip: dict[str, triton.InferenceServerClient] = {}
         self._http = httpx.AsyncClient(timeout=timeout_s)
+        self._shared = SharedFrames(shared_memory)
 
     async def close(self) -> None:
+        await self._shared.close(self._oip)
         for client in self._oip.values():
             await client.close()
         self._oip.clear()
@@ -93,18 +96,48 @@ class InferenceClients:
     async def _oip_infer(
         self, url: str, model: ModelInfo, images: np.ndarray, parameters: dict[str, Any]
     ) -> list[np.ndarray]:
-        tensor = triton.InferInput(protocol.INPUT_IMAGE, list(images.shape), "UINT8")
-        tensor.set_data_from_numpy(np.ascontiguousarray(images), binary_data=True)
-        names = protocol.outputs_of(model.task)
-        outputs = [triton.InferRequestedOutput(name, binary_data=True) for name in names]
-        result = await self._oip_client(url).infer(model.name, [tensor], outputs=outputs, parameters=parameters or None)
-        arrays = {name: result.as_numpy(name) for name in names}
+        client = self._oip_client(url)
+        images = np.ascontiguousarray(images)
+        region = None
+        if self._shared.usable(url, httpx.URL(url).host):
+            region = await self._shared.acquire(url, client, images.nbytes)
+        try:
+            arrays = await self._oip_request(client, model, images, parameters, region)
+        except InferenceServerException:
+            if region is None:
+                raise
+            # The server may have restarted and lost its regions: drop them, send this one in the body.
+            await self._shared.forget(url, client, also=region)
+            region = None
+            arrays = await self._oip_request(client, model, images, parameters, None)
+        finally:
+            if region is not None:
+                await self._shared.release(url, client, region)
         if model.task is Task.DETECTION:
             return unpack_detections(arrays)
         label_maps = arrays[protocol.OUTPUT_LABEL_MAP]
         if label_maps.shape != images.shape[:3]:
             raise ValueError(f"label_map of shape {label_maps.shape} for images of shape {images.shape}")
         return list(label_maps)
+
+    async def _oip_request(
+        self,
+        client: triton.InferenceServerClient,
+        model: ModelInfo,
+        images: np.ndarray,
+        parameters: dict[str, Any],
+        region: SharedRegion | None,
+    ) -> dict[str, np.ndarray]:
+        tensor = triton.InferInput(protocol.INPUT_IMAGE, list(images.shape), "UINT8")
+        if region is not None:
+            region.write(images)
+            tensor.set_shared_memory(region.name, images.nbytes)
+        else:
+            tensor.set_data_from_numpy(images, binary_data=True)
+        names = protocol.outputs_of(model.task)
+        outputs = [triton.InferRequestedOutput(name, binary_data=True) for name in names]
+        result = await client.infer(model.name, [tensor], outputs=outputs, parameters=parameters or None)
+        return {name: result.as_numpy(name) for name in names}
 
     async def _bmw(
         self, url: str, model: ModelInfo, images: np.ndarray, parameters: dict[str, Any]

@@ -256,13 +256,13 @@ def lowered(configuration: dict[str, Any], threshold: float) -> dict[str, Any]:
     return {**configuration, "sensitive_info": entries}
 
 
-def anonymise(client: httpx.Client, api: str, image: Path, configuration: str) -> dict[str, Any]:
-    """The API's `detections=only` answer for one image file."""
+def anonymise(client: httpx.Client, api: str, image: Path, configuration: str, form: dict[str, str]) -> dict[str, Any]:
+    """The API's `detections=only` answer for one image file; `form` adds request fields."""
     try:
         answer = client.post(
             f"{api.rstrip('/')}/anonymize",
             files={"image": (image.name, image.read_bytes())},
-            data={"configuration": configuration, "detections": "only"},
+            data={"configuration": configuration, "detections": "only", **form},
         )
     except (httpx.HTTPError, OSError) as exc:
         raise EvaluationError(f"{image.name}: {exc}") from exc
@@ -288,13 +288,19 @@ def detections_by_class(data: dict[str, Any], classes: list[str]) -> dict[str, F
 
 
 def run_pass(
-    dataset: Path, images: list[dict], api: str, configuration: dict[str, Any], classes: list[str], workers: int
+    dataset: Path,
+    images: list[dict],
+    api: str,
+    configuration: dict[str, Any],
+    classes: list[str],
+    workers: int,
+    form: dict[str, str],
 ) -> tuple[list[dict[str, Any]], float]:
     """Send every image; the per-image detections by class, and the wall time in seconds."""
     text = json.dumps(configuration)
     with httpx.Client(timeout=300) as client, ThreadPoolExecutor(max_workers=workers) as pool:
         start = time.perf_counter()
-        answers = list(pool.map(lambda entry: anonymise(client, api, dataset / entry["file"], text), images))
+        answers = list(pool.map(lambda entry: anonymise(client, api, dataset / entry["file"], text, form), images))
         seconds = time.perf_counter() - start
     results = []
     for entry, data in zip(images, answers, strict=True):
@@ -354,12 +360,14 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     images = annotations["images"]
     classes = list(annotations.get("classes") or sorted({b["label"] for e in images for b in e.get("boxes", [])}))
     configuration = configuration_for(classes, args.config, args.preset)
-    results, seconds = run_pass(args.dataset, images, args.api, configuration, classes, args.workers)
+    form = {"detection_size": args.detection_size} if args.detection_size else {}
+    results, seconds = run_pass(args.dataset, images, args.api, configuration, classes, args.workers, form)
     report: dict[str, Any] = {
         "dataset": annotations.get("dataset", args.dataset.name),
         "images": len(images),
         "configuration": configuration,
         "workers": args.workers,
+        "detection_size": args.detection_size,
         "seconds": round(seconds, 3),
         "images_per_second": len(images) / seconds if seconds > 0 else float("nan"),
         "definitions": {
@@ -376,7 +384,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         counts = tally(images, results, label)
         report["classes"][label] = {"boxes": counts.boxes, **counts.figures(), "counts": asdict(counts)}
     if args.sweep_from is not None:
-        low, _ = run_pass(args.dataset, images, args.api, lowered(configuration, args.sweep_from), classes, 1)
+        low, _ = run_pass(args.dataset, images, args.api, lowered(configuration, args.sweep_from), classes, 1, form)
         for label in classes:
             report["classes"][label]["sweep"] = sweep(images, low, label, args.sweep_from)
     return report
@@ -436,6 +444,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     )
     command.add_argument("--preset", default=None, help="model preset set on every entry, e.g. strict or balanced")
     command.add_argument("--api", default="http://127.0.0.1:4343", help="the API's URL")
+    command.add_argument("--detection-size", metavar="WxH", help="send detection_size, e.g. 960x544")
     command.add_argument("--report", type=Path, default=None, help="write the JSON report here")
     command.add_argument("--plot", type=Path, default=None, help="write the recall-against-threshold PNG here")
     command.add_argument("--limit", type=_positive(int), default=None, help="only the first N images")

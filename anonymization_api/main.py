@@ -35,7 +35,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         the_registry.load()
         await the_registry.refresh()
         app.state.registry = the_registry
-        app.state.clients = InferenceClients(settings.inference_timeout_s)
+        app.state.clients = InferenceClients(settings.inference_timeout_s, settings.shared_memory)
         app.state.jobs = JobManager(settings.videos_dir, settings.video_workers, settings.video_queue)
         rediscovery = asyncio.create_task(the_registry.keep_discovering(settings.rediscover_interval_s))
         try:

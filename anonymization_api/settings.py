@@ -17,6 +17,9 @@ class ApiSettings(BaseSettings):
     port: int = Field(4343, ge=0, le=65535)
     data_dir: Path = Field(PROJECT_ROOT, description="holds jsonFiles/url_configuration.json and anonymized_videos/")
     inference_timeout_s: float = Field(60.0, gt=0, description="time allowed for one inference call")
+    shared_memory: bool = Field(
+        True, description="send images to inference servers on loopback through shared memory, not the body"
+    )
     discovery_timeout_s: float = Field(5.0, gt=0, description="time allowed for each discovery request")
     rediscover_interval_s: float = Field(10.0, gt=0, description="how often unavailable servers are tried again")
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)

@@ -31,6 +31,7 @@ from inference_common.models import CATALOGUE, ModelFile, fetch_models
 from inference_common.protocol import Task
 from inference_common.serving import ServedModel, unpack_detections
 from inference_common.settings import ServerSettings
+from inference_common.shared_memory import SharedMemoryRegions
 
 logger = logging.getLogger(__name__)
 
@@ -145,12 +146,21 @@ def add_body_limit(
 
 
 def _add_oip_routes(app: FastAPI, settings: ServerSettings) -> None:
+    regions = SharedMemoryRegions()
+    _add_shared_memory_routes(app, regions)
+
     @app.get("/v2")
     async def server_metadata() -> dict[str, Any]:
         return {
             "name": SERVER_NAME,
             "version": SERVER_VERSION,
-            "extensions": ["binary_tensor_data", "model_configuration", "model_repository", "statistics"],
+            "extensions": [
+                "binary_tensor_data",
+                "model_configuration",
+                "model_repository",
+                "statistics",
+                "system_shared_memory",
+            ],
         }
 
     @app.get("/v2/health/live")
@@ -205,13 +215,39 @@ def _add_oip_routes(app: FastAPI, settings: ServerSettings) -> None:
         runner = _runner(request, name)
         body = await request.body()
         header, binary = _split_body(body, request.headers.get(HEADER_LENGTH))
-        images = _read_image_tensor(header, binary, settings)
+        images = _read_image_tensor(header, binary, settings, regions)
         parameters = header.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise BadRequest("'parameters' must be a JSON object")
         model_parameters = {k: v for k, v in parameters.items() if k not in PROTOCOL_PARAMETERS}
         outputs = await runner.predict(images, model_parameters)
         return _infer_response(runner.model, header, outputs)
+
+
+def _add_shared_memory_routes(app: FastAPI, regions: SharedMemoryRegions) -> None:
+    """Triton's system shared-memory extension (see `inference_common.shared_memory`)."""
+
+    @app.get("/v2/systemsharedmemory/status")
+    @app.get("/v2/systemsharedmemory/region/{name}/status")
+    async def shm_status(name: str | None = None) -> list[dict[str, Any]]:
+        return regions.status(name)
+
+    @app.post("/v2/systemsharedmemory/region/{name}/register")
+    async def shm_register(request: Request, name: str) -> dict[str, Any]:
+        try:
+            spec = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"the registration is not valid JSON ({exc})") from exc
+        if not isinstance(spec, dict):
+            raise BadRequest('send {"key": ..., "offset": ..., "byte_size": ...}')
+        regions.register(name, spec.get("key"), spec.get("offset", 0), spec.get("byte_size"))
+        return {}
+
+    @app.post("/v2/systemsharedmemory/unregister")
+    @app.post("/v2/systemsharedmemory/region/{name}/unregister")
+    async def shm_unregister(name: str | None = None) -> dict[str, Any]:
+        regions.unregister(name)
+        return {}
 
 
 def _add_triton_metadata_routes(app: FastAPI, settings: ServerSettings) -> None:
@@ -248,8 +284,10 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any],
     return header, binary
 
 
-def _read_image_tensor(header: dict[str, Any], binary: bytes | memoryview, settings: ServerSettings) -> np.ndarray:
-    """The IMAGE input as (B, H, W, 3) uint8, from JSON data or the binary section."""
+def _read_image_tensor(
+    header: dict[str, Any], binary: bytes | memoryview, settings: ServerSettings, regions: SharedMemoryRegions
+) -> np.ndarray:
+    """The IMAGE input as (B, H, W, 3) uint8, from a shared-memory region, the binary section or JSON data."""
     inputs = header["inputs"]
     names = [str(tensor.get("name")) for tensor in inputs if isinstance(tensor, dict)]
     if names != [protocol.INPUT_IMAGE]:
@@ -276,7 +314,18 @@ def _read_image_tensor(header: dict[str, Any], binary: bytes | memoryview, setti
             f"images of {width}x{height} exceed the limit of {settings.max_image_pixels} pixels; downscale them"
         )
     expected = batch * height * width * 3
-    binary_size = (tensor.get("parameters") or {}).get("binary_data_size")
+    tensor_parameters = tensor.get("parameters") or {}
+    if "shared_memory_region" in tensor_parameters:
+        if tensor_parameters.get("shared_memory_byte_size") != expected:
+            raise BadRequest(
+                f"input {protocol.INPUT_IMAGE} of shape {shape} needs {expected} bytes, shared_memory_byte_size "
+                f"says {tensor_parameters.get('shared_memory_byte_size')}"
+            )
+        region = regions.view(
+            tensor_parameters["shared_memory_region"], tensor_parameters.get("shared_memory_offset"), expected
+        )
+        return np.frombuffer(region, np.uint8).reshape(shape)
+    binary_size = tensor_parameters.get("binary_data_size")
     if binary_size is not None:
         if binary_size != expected or len(binary) < expected:
             raise BadRequest(

@@ -72,3 +72,17 @@ def test_eval_fails_clearly_on_a_bad_preset_and_a_missing_data_set(api_url, tmp_
     assert "no-such-preset" in done.stderr and "422" in done.stderr
     missing = anonymizer("eval", str(tmp_path / "nowhere"), "--api", api_url)
     assert missing.returncode == 1 and "annotations.json" in missing.stderr
+
+
+def test_eval_at_a_detection_size(api_url, tmp_path):
+    write_dataset(tmp_path)
+    report = tmp_path / "report.json"
+    done = anonymizer(
+        "eval", str(tmp_path), "--api", api_url, "--no-sweep", "--detection-size", "320x300", "--report", str(report)
+    )
+    assert done.returncode == 0, done.stderr
+    content = json.loads(report.read_text())
+    assert content["detection_size"] == "320x300"
+    assert content["classes"]["face"]["coverage_recall"] == 1.0  # boxes come back in the images' own pixels
+    refused = anonymizer("eval", str(tmp_path), "--api", api_url, "--no-sweep", "--detection-size", "small")
+    assert refused.returncode == 1 and "WIDTHxHEIGHT" in refused.stderr
