@@ -133,30 +133,28 @@ def request_options(args: argparse.Namespace, is_video: bool) -> dict[str, str]:
     return {name: str(value) for name, value in options.items() if value is not None}
 
 
-def anonymise_image(client: httpx.Client, item: WorkItem, config: str, options: dict[str, str]) -> dict[str, Any]:
+def _upload(client: httpx.Client, item: WorkItem, config: str, options: dict[str, str]) -> dict[str, Any]:
+    """Post the file with its configuration to the endpoint for its kind; the answer's data."""
+    endpoint, field, expected = ("/anonymize_video", "video", 202) if item.is_video else ("/anonymize", "image", 200)
     with item.source.open("rb") as handle:
         response = client.post(
-            "/anonymize",
-            files={"image": (item.source.name, handle), "configuration": ("configuration.json", config)},
+            endpoint,
+            files={field: (item.source.name, handle), "configuration": ("configuration.json", config)},
             data=options,
         )
-    if response.status_code != 200:
+    if response.status_code != expected:
         raise RuntimeError(_error_of(response))
-    body = response.json()["data"]
+    return response.json()["data"]
+
+
+def anonymise_image(client: httpx.Client, item: WorkItem, config: str, options: dict[str, str]) -> dict[str, Any]:
+    body = _upload(client, item, config, options)
     _write_atomically(item.target, base64.b64decode(body["image"]))
     return {"width": body["width"], "height": body["height"], "detections": body["detections"]}
 
 
 def anonymise_video(client: httpx.Client, item: WorkItem, config: str, options: dict[str, str], position: int) -> dict:
-    with item.source.open("rb") as handle:
-        response = client.post(
-            "/anonymize_video",
-            files={"video": (item.source.name, handle), "configuration": ("configuration.json", config)},
-            data=options,
-        )
-    if response.status_code != 202:
-        raise RuntimeError(_error_of(response))
-    job = response.json()["data"]
+    job = _upload(client, item, config, options)
     with tqdm(desc=f"  {item.source.name}", unit="frame", position=position, leave=False) as bar:
         while job["state"] in ("queued", "running"):
             time.sleep(0.5)

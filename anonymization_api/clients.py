@@ -99,7 +99,7 @@ class InferenceClients:
         client = self._oip_client(url)
         images = np.ascontiguousarray(images)
         region = None
-        if self._shared.usable(url, httpx.URL(url).host):
+        if self._shared.usable(url):
             region = await self._shared.acquire(url, client, images.nbytes)
         try:
             arrays = await self._oip_request(client, model, images, parameters, region)

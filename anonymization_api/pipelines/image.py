@@ -22,14 +22,28 @@ from inference_common.protocol import Task
 Results = dict[tuple[str, str, str], list[np.ndarray]]
 
 
-async def localise(plan: Plan, images: np.ndarray, clients: InferenceClients, registry: Registry) -> Results:
-    """Run every call the plan needs on a batch (B, H, W, 3); per call, one result per image."""
+async def localise(
+    plan: Plan,
+    images: list[np.ndarray],
+    clients: InferenceClients,
+    registry: Registry,
+    detection_size: tuple[int, int] | None = None,
+) -> Results:
+    """Run every call the plan needs on images (H, W, 3) of one size; per call, one result per image,
+    in the images' own pixels. With `detection_size` the servers see copies shrunk to fit it."""
+    batch = await asyncio.to_thread(_detection_batch, images, detection_size)
     by_key = {entry.call_key: entry for entry in plan.entries}
     keys = list(plan.calls)
     answers = await asyncio.gather(
-        *(_call_with_failover(by_key[key], images, plan.calls[key], clients, registry) for key in keys)
+        *(_call_with_failover(by_key[key], batch, plan.calls[key], clients, registry) for key in keys)
     )
-    return dict(zip(keys, answers, strict=True))
+    height, width = images[0].shape[:2]
+    return _to_image_size(plan, dict(zip(keys, answers, strict=True)), batch.shape[1:3], height, width)
+
+
+def _detection_batch(images: list[np.ndarray], size: tuple[int, int] | None) -> np.ndarray:
+    shrunk = [shrink_to_fit(image, size) for image in images]
+    return shrunk[0][None] if len(shrunk) == 1 else np.stack(shrunk)
 
 
 async def _call_with_failover(
@@ -62,13 +76,13 @@ def shrink_to_fit(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray
     return cv2.resize(image, target, interpolation=cv2.INTER_AREA)
 
 
-def to_image_size(plan: Plan, results: Results, sent: tuple[int, int], width: int, height: int) -> Results:
-    """Results on images of `sent` (width, height) mapped to images of `width` x `height`: boxes
+def _to_image_size(plan: Plan, results: Results, sent: tuple[int, ...], height: int, width: int) -> Results:
+    """Results on images of `sent` (height, width) mapped to images of `height` x `width`: boxes
     scaled, label maps enlarged."""
-    if sent == (width, height):
+    if tuple(sent) == (height, width):
         return results
     tasks = {entry.call_key: entry.model.task for entry in plan.entries}
-    scale = np.array([width / sent[0], height / sent[1]] * 2, np.float32)
+    scale = np.array([width / sent[1], height / sent[0]] * 2, np.float32)
     mapped: Results = {}
     for key, per_image in results.items():
         if tasks[key] is Task.DETECTION:

@@ -25,14 +25,7 @@ import numpy as np
 from anonymization_api.clients import InferenceClients
 from anonymization_api.configuration import Plan
 from anonymization_api.errors import InvalidMedia
-from anonymization_api.pipelines.image import (
-    Results,
-    entry_detections,
-    hide,
-    localise,
-    shrink_to_fit,
-    to_image_size,
-)
+from anonymization_api.pipelines.image import entry_detections, hide, localise
 from anonymization_api.regions import box_regions, mask_regions
 from anonymization_api.registry import Registry
 from anonymization_api.tracking import BoxTracker
@@ -136,7 +129,6 @@ class FrameRecord:
 @dataclass
 class DecodedBatch:
     frames: list[np.ndarray]
-    detection_frames: list[np.ndarray]  # the frames at the detection size (the same arrays where it fits)
     pts: list[int]
     audio: list  # av.Packet to copy, or av.AudioFrame to encode
 
@@ -144,8 +136,7 @@ class DecodedBatch:
 class VideoReader:
     """Decodes video frames upright (display rotation applied) in batches, with the audio between them."""
 
-    def __init__(self, path: Path, keep_audio: bool, detection_size: tuple[int, int] | None = None) -> None:
-        self._detection_size = detection_size
+    def __init__(self, path: Path, keep_audio: bool) -> None:
         self._container = av.open(str(path))
         self.video = self._container.streams.video[0]
         self.video.thread_type = "AUTO"
@@ -183,7 +174,7 @@ class VideoReader:
             pts.append(self._timestamp(frame))
         if not frames and not audio:
             return None
-        return DecodedBatch(frames, [shrink_to_fit(f, self._detection_size) for f in frames], pts, audio)
+        return DecodedBatch(frames, pts, audio)
 
     def _timestamp(self, frame: av.VideoFrame) -> int:
         # A valid frame can come without a timestamp; continue the sequence at the stream's rate.
@@ -287,7 +278,7 @@ async def anonymise_video(
     hold = max(0, round(options.hold_seconds * float(info.rate))) if options.tracking else 0
     hold = max(hold, options.detection_interval - 1)  # back-fills must reach the frames between detections
     trackers = {e.index: BoxTracker(hold) for e in plan.entries if e.model.task is Task.DETECTION}
-    reader = await asyncio.to_thread(VideoReader, src, options.keep_audio, options.detection_size)
+    reader = await asyncio.to_thread(VideoReader, src, options.keep_audio)
     writer: VideoWriter | None = None
     buffer: deque[FrameRecord] = deque()
     by_index: dict[int, FrameRecord] = {}
@@ -304,7 +295,8 @@ async def anonymise_video(
             ready: list[FrameRecord] = []
             for group in _same_size_groups(batch):
                 detected = [i for n, i in enumerate(group) if (index + n) % options.detection_interval == 0]
-                results = await _localise_frames(plan, batch, detected, clients, registry)
+                frames = [batch.frames[i] for i in detected]
+                results = await localise(plan, frames, clients, registry, options.detection_size) if frames else {}
                 for frame_index in group:
                     record = FrameRecord(index, batch.pts[frame_index], batch.frames[frame_index])
                     position = detected.index(frame_index) if frame_index in detected else None
@@ -339,18 +331,6 @@ async def anonymise_video(
     finally:
         await asyncio.gather(decode, return_exceptions=True)
         await asyncio.to_thread(reader.close)
-
-
-async def _localise_frames(
-    plan: Plan, batch: DecodedBatch, detected: list[int], clients: InferenceClients, registry: Registry
-) -> Results:
-    """Inference on the batch's frames `detected` (one size), at the detection size, mapped back to the frame size."""
-    if not detected:
-        return {}
-    sent = np.stack([batch.detection_frames[i] for i in detected])
-    results = await localise(plan, sent, clients, registry)
-    height, width = batch.frames[detected[0]].shape[:2]
-    return to_image_size(plan, results, (sent.shape[2], sent.shape[1]), width, height)
 
 
 def _same_size_groups(batch: DecodedBatch) -> list[list[int]]:

@@ -25,3 +25,9 @@ def multipart_doc(required: list[str], properties: dict[str, dict[str, Any]]) ->
 
 BINARY = {"type": "string", "format": "binary"}
 CONFIGURATION_FIELD = {"type": "string", "format": "binary", "description": "JSON file or string"}
+DETECTION_SIZE_FIELD = {
+    "type": "string",
+    "pattern": "^[0-9]+x[0-9]+$",
+    "example": "960x544",
+    "description": "detect on a copy shrunk to fit WIDTHxHEIGHT; the output keeps every pixel",
+}

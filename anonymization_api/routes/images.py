@@ -20,8 +20,8 @@ from anonymization_api.deps import (
 )
 from anonymization_api.errors import InvalidRequest
 from anonymization_api.media import OutputFormat, encode_image
-from anonymization_api.pipelines.image import anonymise, localise, shrink_to_fit, to_image_size
-from anonymization_api.routes import BINARY, CONFIGURATION_FIELD, multipart_doc, route
+from anonymization_api.pipelines.image import anonymise, localise
+from anonymization_api.routes import BINARY, CONFIGURATION_FIELD, DETECTION_SIZE_FIELD, multipart_doc, route
 from inference_common.imaging import read_image
 from inference_common.protocol import envelope
 
@@ -37,7 +37,7 @@ FORM_DOC = multipart_doc(
         "output_format": {"type": "string", "enum": [f.value for f in OutputFormat]},
         "quality": {"type": "integer", "minimum": 1, "maximum": 100},
         "detections": {"type": "string", "enum": list(DETECTION_MODES)},
-        "detection_size": {"type": "string", "pattern": "^[0-9]+x[0-9]+$", "example": "960x544"},
+        "detection_size": DETECTION_SIZE_FIELD,
     },
 )
 
@@ -73,9 +73,7 @@ async def anonymize(request: Request, settings: SettingsDep, registry: RegistryD
     the_plan = plan(parse_configuration(config_bytes), registry)  # every problem, before any inference
     image, input_format = await asyncio.to_thread(read_image, image_bytes, settings.max_image_pixels)
     output_format = OutputFormat.choose(input_format, form_text(form, "output_format"))
-    sent = await asyncio.to_thread(shrink_to_fit, image, detection_size)
-    results = await localise(the_plan, sent[None], clients, registry)
-    results = to_image_size(the_plan, results, (sent.shape[1], sent.shape[0]), image.shape[1], image.shape[0])
+    results = await localise(the_plan, [image], clients, registry, detection_size)
     anonymised, audit = await asyncio.to_thread(anonymise, image, the_plan, results, 0)
     if mode == "only":
         return JSONResponse(envelope({"width": image.shape[1], "height": image.shape[0], "detections": audit}))

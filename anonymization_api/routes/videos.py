@@ -22,7 +22,7 @@ from anonymization_api.deps import (
 from anonymization_api.errors import InvalidRequest, PayloadTooLarge
 from anonymization_api.jobs import JobManager, JobNotDone, JobState
 from anonymization_api.pipelines.video import VideoOptions, anonymise_video, probe
-from anonymization_api.routes import BINARY, CONFIGURATION_FIELD, multipart_doc, route
+from anonymization_api.routes import BINARY, CONFIGURATION_FIELD, DETECTION_SIZE_FIELD, multipart_doc, route
 from inference_common.protocol import envelope
 
 router = APIRouter(tags=["videos"])
@@ -36,7 +36,7 @@ FORM_DOC = multipart_doc(
         "tracking": {"type": "boolean", "default": True},
         "hold_seconds": {"type": "number", "default": 0.5},
         "detection_interval": {"type": "integer", "default": 1, "minimum": 1, "maximum": 10},
-        "detection_size": {"type": "string", "pattern": "^[0-9]+x[0-9]+$", "example": "960x544"},
+        "detection_size": DETECTION_SIZE_FIELD,
         "wait": {"type": "boolean", "default": False},
     },
 )

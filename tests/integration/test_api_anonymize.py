@@ -18,6 +18,20 @@ from tests.integration.test_inference_oip import infer
 BACKGROUND = (0, 0, 120, 600)  # the flag on the left of grace_hopper, far from the face
 
 
+# Text hidden by its segmentation mask in solid red, so that what was hidden can be counted.
+RED_TEXT_MASKS = {
+    "sensitive_info": [
+        {
+            "class_name": "text",
+            "inference_type": "segmentation",
+            "anonymization_technique": "solid",
+            "anonymization_degree": 1,
+            "color": "#ff0000",
+        }
+    ]
+}
+
+
 def face_entry(**extra) -> dict:
     return {
         "model_name": "centerface",
@@ -141,18 +155,7 @@ def test_feather_softens_outside_only(api_url):
 
 def test_segmentation_entry_hides_text(api_url):
     image, lines = text_image()
-    config = {
-        "sensitive_info": [
-            {
-                "class_name": "text",
-                "inference_type": "segmentation",
-                "anonymization_technique": "solid",
-                "anonymization_degree": 1,
-                "color": "#ff0000",
-            }
-        ]
-    }
-    out = decode(anonymize(api_url, encode(image), config).content)
+    out = decode(anonymize(api_url, encode(image), RED_TEXT_MASKS).content)
     for x1, y1, x2, y2 in lines:
         assert (out[y1:y2, x1:x2] == [255, 0, 0]).all(axis=2).mean() > 0.8
     assert (out[:30] == 255).all()
@@ -279,18 +282,7 @@ def test_detection_size_detects_on_fewer_pixels_and_hides_at_full_size(api_url):
 
 def test_detection_size_enlarges_label_maps_to_the_image(api_url):
     image, lines = text_image()  # 900x400, sent at 675x300
-    config = {
-        "sensitive_info": [
-            {
-                "class_name": "text",
-                "inference_type": "segmentation",
-                "anonymization_technique": "solid",
-                "anonymization_degree": 1,
-                "color": "#ff0000",
-            }
-        ]
-    }
-    out = decode(anonymize(api_url, encode(image), config, detection_size="675x300").content)
+    out = decode(anonymize(api_url, encode(image), RED_TEXT_MASKS, detection_size="675x300").content)
     for x1, y1, x2, y2 in lines:
         assert (out[y1:y2, x1:x2] == [255, 0, 0]).all(axis=2).mean() > 0.8
     assert (out[:30] == 255).all()
