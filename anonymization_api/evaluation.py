@@ -35,10 +35,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import httpx
 import numpy as np
 
+from anonymization_api.regions import draw_shape
 from inference_common.boxes import areas, intersection_matrix, iou_matrix
 
 logger = logging.getLogger(__name__)
@@ -63,18 +63,11 @@ class EvaluationError(Exception):
 
 
 def hidden_mask(rects: np.ndarray, shapes: list[str], height: int, width: int) -> np.ndarray:
-    """Bool (H, W) mask of hidden rectangles (N, 4) x1, y1, x2, y2 (end exclusive), or ellipses in them."""
+    """Bool (H, W) mask of hidden rectangles (N, 4) x1, y1, x2, y2 (end exclusive), or ellipses in
+    them, drawn as the service draws them."""
     mask = np.zeros((height, width), np.uint8)
-    for (x1, y1, x2, y2), shape in zip(np.round(rects).astype(int), shapes, strict=True):
-        x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
-        if x2 <= x1 or y2 <= y1:
-            continue
-        if shape == "ellipse":
-            centre = ((x1 + x2) // 2, (y1 + y2) // 2)
-            axes = (max(1, (x2 - x1) // 2), max(1, (y2 - y1) // 2))
-            cv2.ellipse(mask, centre, axes, 0, 0, 360, 1, thickness=-1)
-        else:
-            mask[y1:y2, x1:x2] = 1
+    for rect, shape in zip(np.round(rects).astype(int), shapes, strict=True):
+        draw_shape(mask, tuple(int(v) for v in rect), shape)
     return mask.astype(bool)
 
 
@@ -281,7 +274,7 @@ def detections_by_class(data: dict[str, Any], classes: list[str]) -> dict[str, F
         result[name] = Found(
             np.asarray([r["box"] for r in regions], np.float64).reshape(-1, 4),
             np.asarray([r.get("score", 1.0) for r in regions], np.float64),
-            [r["hidden"] for r in regions],
+            [r.get("outline") or r["hidden"] for r in regions],  # a detection's shape; a mask's bounds
             [r.get("shape", "box") for r in regions],
         )
     return result

@@ -46,6 +46,8 @@ class Region:
     x2: int
     y2: int
     alpha: np.ndarray
+    # Detection regions: the box (image pixels, not clipped) that the shape is drawn in.
+    outline: tuple[int, int, int, int] | None = None
 
 
 def box_regions(dets: np.ndarray, style: RegionStyle, width: int, height: int) -> list[Region]:
@@ -74,14 +76,25 @@ def _shaped(box: tuple[float, ...], style: RegionStyle, width: int, height: int)
     if x2 <= x1 or y2 <= y1:
         return None
     core = np.zeros((y2 - y1, x2 - x1), np.uint8)
-    bx1, by1, bx2, by2 = (round(box[0]) - x1, round(box[1]) - y1, round(box[2]) - x1, round(box[3]) - y1)
-    if style.shape == "ellipse":
-        centre = ((bx1 + bx2) // 2, (by1 + by2) // 2)
-        axes = (max(1, (bx2 - bx1) // 2), max(1, (by2 - by1) // 2))
-        cv2.ellipse(core, centre, axes, 0, 0, 360, 1, thickness=-1)
+    outline = (round(box[0]), round(box[1]), round(box[2]), round(box[3]))
+    draw_shape(core, outline, style.shape, origin=(x1, y1))
+    return Region(x1, y1, x2, y2, _feathered(core, ramp), outline=outline)
+
+
+def draw_shape(canvas: np.ndarray, box: tuple[int, ...], shape: str, origin: tuple[int, int] = (0, 0)) -> None:
+    """Set to 1 the pixels of `canvas` inside `shape` (`ellipse`, otherwise the box itself) inscribed
+    in `box` (x1, y1, x2, y2 in image pixels, ends exclusive), where `canvas` starts at pixel
+    `origin` (x, y) of the image. The service hides exactly these pixels and the evaluator counts
+    exactly these, so both draw them here."""
+    x1, y1, x2, y2 = box[0] - origin[0], box[1] - origin[1], box[2] - origin[0], box[3] - origin[1]
+    if x2 <= x1 or y2 <= y1:
+        return
+    if shape == "ellipse":
+        centre = ((x1 + x2) // 2, (y1 + y2) // 2)
+        axes = (max(1, (x2 - x1) // 2), max(1, (y2 - y1) // 2))
+        cv2.ellipse(canvas, centre, axes, 0, 0, 360, 1, thickness=-1)
     else:
-        cv2.rectangle(core, (bx1, by1), (bx2 - 1, by2 - 1), 1, thickness=-1)
-    return Region(x1, y1, x2, y2, _feathered(core, ramp))
+        cv2.rectangle(canvas, (x1, y1), (x2 - 1, y2 - 1), 1, thickness=-1)
 
 
 def _feathered(core: np.ndarray, ramp: int) -> np.ndarray:

@@ -73,7 +73,7 @@ def network_ms(image_jpeg: bytes, repeats: int) -> list[float]:
     times = []
     for index in range(repeats + 1):
         start = time.perf_counter()
-        detector._engine.infer(net_input[None])
+        detector.engine.infer(net_input[None])
         if index:
             times.append((time.perf_counter() - start) * 1000)
     return times

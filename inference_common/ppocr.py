@@ -51,8 +51,8 @@ class TextDetector:
 
     def __init__(self, models_dir: Path) -> None:
         # PaddleOCR trained on BGR frames normalised to -1..1.
-        self._engine = make_engine(PPOCR_DET.path_in(models_dir), PixelFormat(mean=127.5, scale=127.5, bgr=True))
-        self.engine_name = self._engine.name
+        self.engine = make_engine(PPOCR_DET.path_in(models_dir), PixelFormat(mean=127.5, scale=127.5, bgr=True))
+        self.engine_name = self.engine.name
 
     def probability(self, image: np.ndarray, max_side: int) -> np.ndarray:
         """Text probability (h, w) float32 at network resolution for RGB uint8 (H, W, 3)."""
@@ -60,7 +60,7 @@ class TextDetector:
         scale = min(1.0, max_side / max(height, width))
         net_w, net_h = boxes.scale_to_fit(width, height, scale, max_side * max_side, 32)
         resized = cv2.resize(image, (net_w, net_h), interpolation=cv2.INTER_LINEAR)
-        return self._engine.infer(resized[None])[0][0, 0]
+        return self.engine.infer(resized[None])[0][0, 0]
 
     def regions(
         self, image: np.ndarray, max_side: int, threshold: float, box_threshold: float, unclip_ratio: float

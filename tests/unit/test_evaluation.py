@@ -15,6 +15,7 @@ from anonymization_api.evaluation import (
     lowered,
     score_image,
 )
+from anonymization_api.regions import RegionStyle, box_regions
 
 
 def boxes(*rows) -> np.ndarray:
@@ -38,6 +39,17 @@ def test_hidden_mask_ellipse_is_smaller_than_its_box():
     mask = hidden_mask(boxes((0, 0, 100, 100)), ["ellipse"], 100, 100)
     assert abs(mask.sum() / 10_000 - np.pi / 4) < 0.03
     assert not mask[0, 0] and mask[50, 50]
+
+
+def test_evaluator_counts_exactly_the_pixels_the_service_hides():
+    # An ellipse with a soft edge, half outside the image: the audit's bounds include the feather
+    # ramp and are clipped, so only its outline redraws what was fully hidden.
+    style = RegionStyle(mask_scale=1.3, shape="ellipse", feather=0.4)
+    (region,) = box_regions(boxes((-20.4, 10.6, 41.3, 77.2)), style, 60, 90)
+    service = np.zeros((90, 60), bool)
+    service[region.y1 : region.y2, region.x1 : region.x2] = region.alpha >= 1.0
+    evaluator = hidden_mask(boxes(region.outline), ["ellipse"], 90, 60)
+    assert service.sum() > 500 and np.array_equal(service, evaluator)
 
 
 @pytest.mark.parametrize(("hidden_height", "covered"), [(7, True), (6, False)])
