@@ -5,8 +5,9 @@ the service's overhead as ratios of both. A last line sends `detection_size=1280
 
     .venv/bin/python -m bench.anonymize_latency [--requests 40]
 
-Target: p50 at most 150 ms on a 2-core machine with one client, set where the network alone took
-77 ms; the target scaled by the network's time here is printed beside it.
+Target: p50 at most 150 ms on a 2-core machine with one client. An earlier measurement on an idle
+machine had the network alone at 77 ms; the target scaled by the network's time in this run is
+printed beside it.
 """
 
 import argparse
@@ -109,8 +110,8 @@ def main() -> None:
     image_jpeg = jpeg(portraits_scene(1920, 1080))
     network = statistics.median(network_ms(image_jpeg, max(5, args.requests // 4)))
     print(
-        f"network alone           p50 {network:7.1f} ms  (77 ms where the target was set: target scaled to "
-        f"this machine {150 * network / 77:.0f} ms)"
+        f"network alone           p50 {network:7.1f} ms  (77 ms in an earlier measurement on an idle machine: "
+        f"the target scaled to this run {150 * network / 77:.0f} ms)"
     )
     local = in_process_ms(image_jpeg, max(5, args.requests // 4))
     local_p50 = statistics.median(local)
