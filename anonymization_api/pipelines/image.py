@@ -118,7 +118,7 @@ def entry_regions(entry: PlannedEntry, result: np.ndarray, width: int, height: i
                     "box": [round(float(v), 1) for v in row[:4]],
                     "score": round(float(row[4]), 4),
                     "hidden": [[r.x1, r.y1, r.x2, r.y2] for r in hidden],
-                    "outline": [list(r.outline) for r in hidden if r.outline],
+                    "outline": [list(r.outline) for r in hidden],  # box_regions sets every outline
                     "shape": entry.style.shape,
                 }
             )
