@@ -13,7 +13,7 @@ from anonymization_api.regions import FACE_CENTRE_SHIFT, RegionStyle
 from anonymization_api.registry import ModelInfo, Registry, ServerInfo
 from anonymization_api.schemas import SensitiveInfo
 from anonymization_api.techniques import TECHNIQUES, TechniqueOptions
-from inference_common.protocol import Task
+from anonymizer_shared.wire import Task
 
 FACE_MASK_SCALE = 1.5
 DEFAULT_MASK_SCALE = 1.15

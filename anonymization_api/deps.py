@@ -1,14 +1,16 @@
 """Dependencies the routes share, reached through Annotated aliases."""
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from starlette.datastructures import FormData, UploadFile
 
-from anonymization_api.clients import InferenceClients
 from anonymization_api.errors import InvalidRequest, PayloadTooLarge
+from anonymization_api.inference import InferenceRouter
 from anonymization_api.registry import Registry
 from anonymization_api.settings import ApiSettings
+from anonymizer_shared.http import BodyTooLarge
 
 
 def _settings(request: Request) -> ApiSettings:
@@ -19,20 +21,30 @@ def _registry(request: Request) -> Registry:
     return request.app.state.registry
 
 
-def _clients(request: Request) -> InferenceClients:
-    return request.app.state.clients
+def _router(request: Request) -> InferenceRouter:
+    return request.app.state.router
 
 
 SettingsDep = Annotated[ApiSettings, Depends(_settings)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
-ClientsDep = Annotated[InferenceClients, Depends(_clients)]
+RouterDep = Annotated[InferenceRouter, Depends(_router)]
 
 
-async def read_form(request: Request) -> FormData:
+async def _form(request: Request) -> AsyncIterator[FormData]:
+    """The request's multipart form; its uploaded files are closed once the answer is done."""
     try:
-        return await request.form(max_files=4, max_fields=32)
+        form = await request.form(max_files=4, max_fields=32)
+    except BodyTooLarge:
+        raise  # answered as 413 by the body limit
     except Exception as exc:  # starlette raises its own parse errors for malformed multipart bodies
         raise InvalidRequest(f"the request is not a readable multipart form ({exc})") from exc
+    try:
+        yield form
+    finally:
+        await form.close()
+
+
+FormDep = Annotated[FormData, Depends(_form)]
 
 
 async def form_bytes(form: FormData, name: str, hint: str, limit: int) -> bytes:

@@ -2,8 +2,8 @@
 cancellation and results written as BMW did, to `anonymized_videos/<name>_<TIMESTAMP>.mp4`.
 
 Jobs live in memory; a restart forgets them (their finished files stay in the folder). While a
-job runs its output is `<name>.partial.mp4`, renamed only on success; failed and cancelled jobs
-leave nothing behind.
+job runs its output is a hidden `.partial` file beside the result, renamed only on success;
+failed and cancelled jobs leave nothing behind.
 """
 
 import asyncio
@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from anonymization_api.errors import AnonymisationError, UnknownRegistration
-from anonymization_api.pipelines.video import Cancelled, Progress
+from anonymization_api.pipelines.progress import Cancelled, Progress
+from anonymization_api.schemas import JobDescription, JobDetections
+from anonymizer_shared.files import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -66,32 +67,29 @@ class Job:
     cancel_requested: bool = False
     task: asyncio.Task | None = None
 
-    @property
-    def partial(self) -> Path:
-        return self.output.with_suffix(".partial.mp4")
-
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> JobDescription:
         progress = self.progress
         running = self.state is JobState.RUNNING
-        return {
-            "id": self.id,
-            "name": self.name,
-            "state": self.state.value,
-            "frames_done": progress.frames_done,
-            "frames_total": progress.frames_total,
-            "fps": round(progress.fps, 2) if running or self.state is JobState.DONE else None,
-            "eta_seconds": round(progress.eta_seconds, 1) if running and progress.eta_seconds is not None else None,
-            "detections": [
-                {"entry": entry, "frames": progress.frames_hidden[entry], "regions": progress.regions_hidden[entry]}
+        done = self.state is JobState.DONE
+        return JobDescription(
+            id=self.id,
+            name=self.name,
+            state=self.state.value,
+            frames_done=progress.frames_done,
+            frames_total=progress.frames_total,
+            fps=round(progress.fps, 2) if running or done else None,
+            eta_seconds=round(progress.eta_seconds, 1) if running and progress.eta_seconds is not None else None,
+            detections=[
+                JobDetections(entry=entry, frames=progress.frames_hidden[entry], regions=progress.regions_hidden[entry])
                 for entry in sorted(progress.frames_hidden)
             ],
-            "error": self.error,
-            "created": self.created.isoformat(),
-            "finished": self.finished.isoformat() if self.finished else None,
-            "output": str(self.output) if self.state is JobState.DONE else None,
-            "result_url": f"/jobs/{self.id}/result" if self.state is JobState.DONE else None,
-            "status_url": f"/jobs/{self.id}",
-        }
+            error=self.error,
+            created=self.created.isoformat(),
+            finished=self.finished.isoformat() if self.finished else None,
+            output=str(self.output) if done else None,
+            result_url=f"/jobs/{self.id}/result" if done else None,
+            status_url=f"/jobs/{self.id}",
+        )
 
 
 def output_name(original: str, when: datetime) -> str:
@@ -141,8 +139,8 @@ class JobManager:
                     raise Cancelled()
                 job.state = JobState.RUNNING
                 job.progress = Progress()
-                await work(job.partial, job.progress, lambda: job.cancel_requested)
-                job.partial.replace(job.output)
+                with atomic_output(job.output) as partial:  # fail closed: removed unless complete
+                    await work(partial, job.progress, lambda: job.cancel_requested)
                 job.state = JobState.DONE
         except (Cancelled, asyncio.CancelledError):
             job.state = JobState.CANCELLED
@@ -157,8 +155,6 @@ class JobManager:
             )
         finally:
             job.finished = datetime.now(UTC)
-            if job.state is not JobState.DONE:
-                job.partial.unlink(missing_ok=True)  # fail closed: nothing half-anonymised stays on disk
             job.input.unlink(missing_ok=True)
 
     async def wait(self, job: Job) -> None:

@@ -12,15 +12,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from anonymization_api.clients import InferenceClients
 from anonymization_api.errors import AnonymisationError, InvalidConfiguration
+from anonymization_api.inference import InferenceRouter
 from anonymization_api.jobs import JobManager, QueueFull
 from anonymization_api.registry import Registry
 from anonymization_api.routes import images, registry, videos
 from anonymization_api.settings import ApiSettings, get_settings
-from inference_common.errors import InferenceServerError
-from inference_common.protocol import envelope
-from inference_common.server import add_body_limit
+from anonymizer_shared.bmw import envelope
+from anonymizer_shared.http import BodyLimit
+from anonymizer_shared.images import ImageError
 
 logger = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -35,7 +35,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         the_registry.load()
         await the_registry.refresh()
         app.state.registry = the_registry
-        app.state.clients = InferenceClients(settings.inference_timeout_s, settings.shared_memory)
+        app.state.router = InferenceRouter(the_registry, settings.inference_timeout_s, settings.shared_memory)
         app.state.jobs = JobManager(settings.videos_dir, settings.video_workers, settings.video_queue)
         rediscovery = asyncio.create_task(the_registry.keep_discovering(settings.rediscover_interval_s))
         try:
@@ -46,7 +46,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             rediscovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await rediscovery
-            await app.state.clients.close()
+            await app.state.router.close()
 
     app = FastAPI(
         title="Anonymizer",
@@ -61,8 +61,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(videos.router)
     _add_error_handlers(app)
     # the form's other fields and multipart framing come on top of the largest upload
-    add_body_limit(
-        app, settings.max_upload_bytes + 2 * 1024 * 1024, lambda _request, status, message: _error(status, message)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_upload_bytes + 2 * 1024 * 1024,
+        respond=lambda _path, status, text: _error(status, text),
     )
     return app
 
@@ -88,9 +90,9 @@ def _add_error_handlers(app: FastAPI) -> None:
             logger.warning("%s %s: %s", request.method, request.url.path, exc)
         return _error(exc.status_code, str(exc))
 
-    @app.exception_handler(InferenceServerError)
-    async def _media(request: Request, exc: InferenceServerError) -> JSONResponse:
-        return _error(exc.status_code, str(exc))  # image decoding shares the inference servers' errors
+    @app.exception_handler(ImageError)
+    async def _image(request: Request, exc: ImageError) -> JSONResponse:
+        return _error(exc.status_code, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

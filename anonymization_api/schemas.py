@@ -1,12 +1,22 @@
 """Pydantic models at the API's edges: the user configuration (BMW's file plus optional
-extensions)."""
+extensions) and every JSON answer (BMW's envelope around the audit, jobs, servers)."""
 
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from anonymization_api.regions import NAMED_PARTS
-from inference_common.protocol import Task
+from anonymizer_shared.wire import Task
+
+T = TypeVar("T")
+
+
+class Envelope(BaseModel, Generic[T]):
+    """BMW's answer envelope, which its clients read: `data`, `error`, `success`."""
+
+    data: T | None = None
+    error: str | None = None
+    success: bool = True
 
 
 def _casefold(value: Any) -> Any:
@@ -67,3 +77,77 @@ class SensitiveInfo(BaseModel):
 
     def part(self) -> tuple[float, float, float, float]:
         return NAMED_PARTS[self.region] if isinstance(self.region, str) else self.region
+
+
+# --- answers -------------------------------------------------------------------------------------
+
+
+class RegionAudit(BaseModel):
+    """One region hidden: a detection (`box`, `score`, the `outline` its shape was drawn in) or a
+    segmentation region (`pixels` fully hidden); `hidden` is the pixel rectangle that changed."""
+
+    box: list[float] = Field(description="x1, y1, x2, y2 as the model found it")
+    hidden: list[list[int]] = Field(description="pixel rectangles changed, cut at the image's edges")
+    shape: Literal["box", "ellipse", "mask"]
+    score: float | None = None
+    outline: list[list[int]] | None = Field(None, description="the rectangle each shape was drawn in, not cut")
+    pixels: int | None = Field(None, description="pixels of a segmentation region fully hidden")
+
+
+class EntryAudit(BaseModel):
+    entry: int
+    class_name: str
+    model_name: str
+    technique: str
+    regions: list[RegionAudit]
+
+
+class ImageAudit(BaseModel):
+    """What `/anonymize` hid in an image (`detections=only`), and the image itself (`include`)."""
+
+    width: int
+    height: int
+    detections: list[EntryAudit]
+    media_type: str | None = None
+    image: str | None = Field(None, description="the anonymised image, base64")
+
+
+class ModelDescription(BaseModel):
+    task: Task
+    labels: list[str]
+
+
+class ServerDescription(BaseModel):
+    url: str
+    protocol: Literal["oip", "bmw"] | None
+    available: bool
+    error: str | None
+    models: dict[str, ModelDescription]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    servers: dict[str, bool]
+
+
+class JobDetections(BaseModel):
+    entry: int
+    frames: int = Field(description="frames in which the entry hid something")
+    regions: int = Field(description="regions it hid in all")
+
+
+class JobDescription(BaseModel):
+    id: str
+    name: str
+    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    frames_done: int
+    frames_total: int
+    fps: float | None
+    eta_seconds: float | None
+    detections: list[JobDetections]
+    error: str | None
+    created: str
+    finished: str | None
+    output: str | None
+    result_url: str | None
+    status_url: str

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from inference_common.models import PROJECT_ROOT
+from anonymizer_shared.files import PROJECT_ROOT
 
 
 class ApiSettings(BaseSettings):

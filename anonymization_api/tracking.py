@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from inference_common.boxes import iou_matrix
+from anonymizer_shared.boxes import iou_matrix
 
 MATCH_IOU = 0.2
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import tritonclient.http as triton
 
-from anonymization_api.processes import running
+from anonymizer_shared import wire
+from anonymizer_tools.processes import running
 from bench.scenes import portraits_scene
-from inference_common import protocol
 from inference_common.models import default_models_dir, fetch_models
 from inference_detection.server import detection_models
 from inference_segmentation.server import segmentation_models
@@ -34,12 +34,12 @@ def median_ms(run: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def remote_call(url: str, model: str, task: protocol.Task, image: np.ndarray) -> Callable[[], object]:
+def remote_call(url: str, model: str, task: wire.Task, image: np.ndarray) -> Callable[[], object]:
     client = triton.InferenceServerClient(url.removeprefix("http://"))
     batch = image[None]
-    tensor = triton.InferInput(protocol.INPUT_IMAGE, list(batch.shape), "UINT8")
+    tensor = triton.InferInput(wire.INPUT_IMAGE, list(batch.shape), "UINT8")
     tensor.set_data_from_numpy(batch, binary_data=True)
-    outputs = [triton.InferRequestedOutput(name, binary_data=True) for name in protocol.outputs_of(task)]
+    outputs = [triton.InferRequestedOutput(name, binary_data=True) for name in wire.outputs_of(task)]
     return lambda: client.infer(model, [tensor], outputs=outputs)
 
 
@@ -64,7 +64,7 @@ def main() -> None:
         running(["serve-segmentation"], "/v2/health/ready", logs / "seg.log") as segmentation,
     ):
         for model in models:
-            url = detection if model.task is protocol.Task.DETECTION else segmentation
+            url = detection if model.task is wire.Task.DETECTION else segmentation
             for size, image in scenes.items():
                 remote = median_ms(remote_call(url, model.name, model.task, image), args.repeats)
                 in_process = local[model.name, size]

@@ -22,7 +22,7 @@ import numpy as np
 
 from anonymization_api.pipelines.video import upright
 from anonymization_api.tracking import BoxTracker
-from inference_common.boxes import areas, intersection_matrix, iou_matrix
+from anonymizer_shared.boxes import areas, intersection_matrix, iou_matrix
 from inference_common.models import PROJECT_ROOT, default_models_dir, fetch_models
 from inference_detection.centerface import CenterFace
 

@@ -26,7 +26,7 @@ import av
 import httpx
 import numpy as np
 
-from anonymization_api.processes import running
+from anonymizer_tools.processes import running
 from inference_common.models import PROJECT_ROOT, default_models_dir, fetch_models
 
 BENCH_VENV = PROJECT_ROOT / ".bench-venv"

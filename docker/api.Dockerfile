@@ -10,11 +10,15 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY anonymizer_shared/ anonymizer_shared/
 COPY anonymization_api/ anonymization_api/
 COPY inference_common/ inference_common/
 COPY inference_detection/ inference_detection/
 COPY inference_segmentation/ inference_segmentation/
-RUN /opt/venv/bin/pip install --no-cache-dir .
+COPY inference_triton/ inference_triton/
+COPY anonymizer_tools/ anonymizer_tools/
+# The sources of every package are small; the "api" extra decides which dependencies come in.
+RUN /opt/venv/bin/pip install --no-cache-dir ".[api]"
 
 # --- runtime: the virtual environment alone, no sources, no build cache
 FROM ${PYTHON_IMAGE}

@@ -12,11 +12,15 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY anonymizer_shared/ anonymizer_shared/
 COPY anonymization_api/ anonymization_api/
 COPY inference_common/ inference_common/
 COPY inference_detection/ inference_detection/
 COPY inference_segmentation/ inference_segmentation/
-RUN /opt/venv/bin/pip install --no-cache-dir . \
+COPY inference_triton/ inference_triton/
+COPY anonymizer_tools/ anonymizer_tools/
+# The sources of every package are small; the "inference" extra decides which dependencies come in.
+RUN /opt/venv/bin/pip install --no-cache-dir ".[inference]" \
  && /opt/venv/bin/anonymizer models fetch --models-dir /opt/anonymizer/models
 
 # --- runtime: the virtual environment and the models, read-only to the service user

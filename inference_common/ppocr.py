@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from inference_common import boxes
+from anonymizer_shared import boxes
 from inference_common.engine import PixelFormat, make_engine
 from inference_common.models import PPOCR_DET
 from inference_common.serving import ModelParams

@@ -6,7 +6,6 @@ class; a segmentation model implements `segment(image, params) -> (H, W)` class 
 servers (our OIP server, Triton's Python back end) only ever call `load` and `predict`.
 """
 
-import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,11 +13,11 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from inference_common import protocol
+from anonymizer_shared import wire
+from anonymizer_shared.wire import NO_DETECTIONS, Task, pack_detections
 from inference_common.errors import BadRequest
-from inference_common.protocol import Task
 
-NO_DETECTIONS = np.empty((0, 6), np.float32)
+__all__ = ["NO_DETECTIONS", "DetectionModel", "ModelParams", "SegmentationModel", "ServedModel"]
 
 
 class ModelParams(BaseModel):
@@ -65,16 +64,10 @@ class ServedModel(ABC):
             raise BadRequest(f"model {self.name}: {problems} (accepted parameters: {accepted})") from exc
 
     def outputs(self) -> tuple[str, ...]:
-        return protocol.outputs_of(self.task)
+        return wire.outputs_of(self.task)
 
     def output_metadata(self) -> list[dict[str, Any]]:
-        shapes = {
-            protocol.OUTPUT_NUM_DETS: ("INT32", [-1, 1]),
-            protocol.OUTPUT_BOXES: ("FP32", [-1, -1, 4]),
-            protocol.OUTPUT_SCORES: ("FP32", [-1, -1]),
-            protocol.OUTPUT_CLASSES: ("INT32", [-1, -1]),
-            protocol.OUTPUT_LABEL_MAP: ("UINT8", [-1, -1, -1]),
-        }
+        shapes = wire.OUTPUT_SHAPES
         return [{"name": name, "datatype": shapes[name][0], "shape": shapes[name][1]} for name in self.outputs()]
 
     def parameter_defaults(self) -> dict[str, Any]:
@@ -88,17 +81,14 @@ class ServedModel(ABC):
             "platform": "",
             "backend": "openvino",
             "max_batch_size": max_batch_size,
-            "input": [{"name": protocol.INPUT_IMAGE, "data_type": "TYPE_UINT8", "dims": [-1, -1, 3]}],
+            "input": [{"name": wire.INPUT_IMAGE, "data_type": "TYPE_UINT8", "dims": [-1, -1, 3]}],
             "output": [
                 {"name": out["name"], "data_type": triton_type[out["datatype"]], "dims": out["shape"][1:]}
                 for out in self.output_metadata()
             ],
-            "parameters": {
-                "task": {"string_value": self.task.value},
-                "labels": {"string_value": json.dumps(list(self.labels))},
-                "defaults": {"string_value": json.dumps(self.parameter_defaults())},
-                "presets": {"string_value": json.dumps(self.presets)},
-            },
+            "parameters": wire.model_config_parameters(
+                self.task, list(self.labels), self.parameter_defaults(), self.presets
+            ),
         }
 
 
@@ -122,44 +112,4 @@ class SegmentationModel(ServedModel):
 
     def predict(self, images: np.ndarray, params: ModelParams) -> dict[str, np.ndarray]:
         maps = [self.segment(image, params) for image in images]
-        return {protocol.OUTPUT_LABEL_MAP: np.stack(maps).astype(np.uint8)}
-
-
-def pack_detections(per_image: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Pack per-image (N, 6) detections into the EfficientNMS tensors, padded to the largest N."""
-    batch = len(per_image)
-    width = max(1, *(len(dets) for dets in per_image)) if per_image else 1
-    num = np.zeros((batch, 1), np.int32)
-    boxes = np.zeros((batch, width, 4), np.float32)
-    scores = np.zeros((batch, width), np.float32)
-    classes = np.zeros((batch, width), np.int32)
-    for index, dets in enumerate(per_image):
-        count = len(dets)
-        num[index, 0] = count
-        boxes[index, :count] = dets[:, :4]
-        scores[index, :count] = dets[:, 4]
-        classes[index, :count] = dets[:, 5]
-    return {
-        protocol.OUTPUT_NUM_DETS: num,
-        protocol.OUTPUT_BOXES: boxes,
-        protocol.OUTPUT_SCORES: scores,
-        protocol.OUTPUT_CLASSES: classes,
-    }
-
-
-def unpack_detections(outputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """The inverse of `pack_detections`: per-image (N, 6) float32 arrays."""
-    result = []
-    for index, count in enumerate(outputs[protocol.OUTPUT_NUM_DETS][:, 0]):
-        count = int(count)
-        result.append(
-            np.concatenate(
-                [
-                    outputs[protocol.OUTPUT_BOXES][index, :count].astype(np.float32),
-                    outputs[protocol.OUTPUT_SCORES][index, :count, None].astype(np.float32),
-                    outputs[protocol.OUTPUT_CLASSES][index, :count, None].astype(np.float32),
-                ],
-                axis=1,
-            )
-        )
-    return result
+        return {wire.OUTPUT_LABEL_MAP: np.stack(maps).astype(np.uint8)}

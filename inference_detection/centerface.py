@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from inference_common import boxes
+from anonymizer_shared import boxes
 from inference_common.engine import PixelFormat, make_engine
 from inference_common.imaging import fit_and_pad
 from inference_common.models import CENTERFACE

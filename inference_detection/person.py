@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from inference_common import boxes
+from anonymizer_shared import boxes
 from inference_common.serving import DetectionModel, ModelParams
 
 NMS_IOU = 0.45

@@ -4,9 +4,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import running
-
-FAST_REDISCOVERY = {"ANONYMIZER_API_REDISCOVER_INTERVAL_S": "0.5", "ANONYMIZER_API_INFERENCE_TIMEOUT_S": "30"}
+from tests.support.servers import FAST_REDISCOVERY, running
 
 
 @pytest.fixture(scope="session")

@@ -6,18 +6,16 @@ never anonymised with some of its entries missing.
 """
 
 import asyncio
-from typing import Any
 
 import cv2
 import numpy as np
 
-from anonymization_api.clients import InferenceClients
 from anonymization_api.configuration import Plan, PlannedEntry
-from anonymization_api.errors import InferenceUnavailable
+from anonymization_api.inference import InferenceRouter
 from anonymization_api.regions import Region, apply_regions, box_regions, mask_regions
-from anonymization_api.registry import Registry
+from anonymization_api.schemas import EntryAudit, RegionAudit
 from anonymization_api.techniques import TECHNIQUES
-from inference_common.protocol import Task
+from anonymizer_shared.wire import Task
 
 Results = dict[tuple[str, str, str], list[np.ndarray]]
 
@@ -25,8 +23,7 @@ Results = dict[tuple[str, str, str], list[np.ndarray]]
 async def localise(
     plan: Plan,
     images: list[np.ndarray],
-    clients: InferenceClients,
-    registry: Registry,
+    router: InferenceRouter,
     detection_size: tuple[int, int] | None = None,
 ) -> Results:
     """Run every call the plan needs on images (H, W, 3) of one size; per call, one result per image,
@@ -34,9 +31,7 @@ async def localise(
     batch = await asyncio.to_thread(_detection_batch, images, detection_size)
     by_key = {entry.call_key: entry for entry in plan.entries}
     keys = list(plan.calls)
-    answers = await asyncio.gather(
-        *(_call_with_failover(by_key[key], batch, plan.calls[key], clients, registry) for key in keys)
-    )
+    answers = await asyncio.gather(*(router.infer(by_key[key], batch, plan.calls[key]) for key in keys))
     height, width = images[0].shape[:2]
     return _to_image_size(plan, dict(zip(keys, answers, strict=True)), batch.shape[1:3], height, width)
 
@@ -44,22 +39,6 @@ async def localise(
 def _detection_batch(images: list[np.ndarray], size: tuple[int, int] | None) -> np.ndarray:
     shrunk = [shrink_to_fit(image, size) for image in images]
     return shrunk[0][None] if len(shrunk) == 1 else np.stack(shrunk)
-
-
-async def _call_with_failover(
-    entry: PlannedEntry, images: np.ndarray, parameters: dict[str, Any], clients: InferenceClients, registry: Registry
-) -> list[np.ndarray]:
-    """Spread calls over the replicas; an unreachable one is marked (re-discovery brings it back)
-    and the next one tried, so a request fails only when no replica answers."""
-    last_error: InferenceUnavailable | None = None
-    for server in registry.replica_order(entry.servers, entry.model.name):
-        try:
-            return await clients.infer(server, entry.model, images, parameters)
-        except InferenceUnavailable as exc:
-            registry.mark_unavailable(server.url, str(exc))
-            last_error = exc
-    assert last_error is not None
-    raise last_error
 
 
 def shrink_to_fit(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
@@ -106,7 +85,9 @@ def hide(image: np.ndarray, entry: PlannedEntry, regions: list[Region]) -> None:
     apply_regions(image, regions, technique, entry.info.anonymization_degree, entry.options)
 
 
-def entry_regions(entry: PlannedEntry, result: np.ndarray, width: int, height: int) -> tuple[list[Region], list[dict]]:
+def entry_regions(
+    entry: PlannedEntry, result: np.ndarray, width: int, height: int
+) -> tuple[list[Region], list[RegionAudit]]:
     """The regions one entry hides in one image, and their audit record."""
     if entry.model.task is Task.DETECTION:
         regions, audit = [], []
@@ -114,29 +95,29 @@ def entry_regions(entry: PlannedEntry, result: np.ndarray, width: int, height: i
             hidden = box_regions(row[None], entry.style, width, height)
             regions.extend(hidden)
             audit.append(
-                {
-                    "box": [round(float(v), 1) for v in row[:4]],
-                    "score": round(float(row[4]), 4),
-                    "hidden": [[r.x1, r.y1, r.x2, r.y2] for r in hidden],
-                    "outline": [list(r.outline) for r in hidden],  # box_regions sets every outline
-                    "shape": entry.style.shape,
-                }
+                RegionAudit(
+                    box=[round(float(v), 1) for v in row[:4]],
+                    score=round(float(row[4]), 4),
+                    hidden=[[r.x1, r.y1, r.x2, r.y2] for r in hidden],
+                    outline=[list(r.outline) for r in hidden],  # box_regions sets every outline
+                    shape=entry.style.shape,
+                )
             )
         return regions, audit
     regions = mask_regions(result == entry.class_index, entry.style)
     audit = [
-        {
-            "box": [r.x1, r.y1, r.x2, r.y2],
-            "hidden": [[r.x1, r.y1, r.x2, r.y2]],
-            "shape": "mask",
-            "pixels": int((r.alpha >= 1).sum()),
-        }
+        RegionAudit(
+            box=[r.x1, r.y1, r.x2, r.y2],
+            hidden=[[r.x1, r.y1, r.x2, r.y2]],
+            shape="mask",
+            pixels=int((r.alpha >= 1).sum()),
+        )
         for r in regions
     ]
     return regions, audit
 
 
-def anonymise(image: np.ndarray, plan: Plan, results: Results, index: int) -> tuple[np.ndarray, list[dict]]:
+def anonymise(image: np.ndarray, plan: Plan, results: Results, index: int) -> tuple[np.ndarray, list[EntryAudit]]:
     """Hide every entry's regions in image `index` of the batch; returns a new image and the audit."""
     output = image.copy()
     height, width = image.shape[:2]
@@ -145,12 +126,12 @@ def anonymise(image: np.ndarray, plan: Plan, results: Results, index: int) -> tu
         regions, found = entry_regions(entry, results[entry.call_key][index], width, height)
         hide(output, entry, regions)
         audit.append(
-            {
-                "entry": entry.index,
-                "class_name": entry.info.class_name,
-                "model_name": entry.model.name,
-                "technique": entry.info.anonymization_technique,
-                "regions": found,
-            }
+            EntryAudit(
+                entry=entry.index,
+                class_name=entry.info.class_name,
+                model_name=entry.model.name,
+                technique=entry.info.anonymization_technique,
+                regions=found,
+            )
         )
     return output, audit

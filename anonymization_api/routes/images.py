@@ -2,28 +2,28 @@
 
 import asyncio
 import base64
-from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from anonymization_api.configuration import parse_configuration, plan
 from anonymization_api.deps import (
-    ClientsDep,
+    FormDep,
     RegistryDep,
+    RouterDep,
     SettingsDep,
     form_bytes,
     form_size,
     form_text,
     read_configuration,
-    read_form,
 )
 from anonymization_api.errors import InvalidRequest
-from anonymization_api.media import OutputFormat, encode_image
+from anonymization_api.media.images import OutputFormat, encode_image
 from anonymization_api.pipelines.image import anonymise, localise
 from anonymization_api.routes import BINARY, CONFIGURATION_FIELD, DETECTION_SIZE_FIELD, multipart_doc, route
-from inference_common.imaging import read_image
-from inference_common.protocol import envelope
+from anonymization_api.schemas import Envelope, ImageAudit
+from anonymizer_shared.bmw import envelope
+from anonymizer_shared.images import read_image
 
 router = APIRouter(tags=["images"])
 
@@ -57,10 +57,14 @@ def _quality(raw: str | None, default: int) -> int:
     summary="Anonymise an image",
     openapi_extra=FORM_DOC,
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "application/json": {}}}},
+    responses={
+        200: {
+            "model": Envelope[ImageAudit],  # with detections=only or include
+            "content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}},
+        }
+    },
 )
-async def anonymize(request: Request, settings: SettingsDep, registry: RegistryDep, clients: ClientsDep) -> Response:
-    form = await read_form(request)
+async def anonymize(form: FormDep, settings: SettingsDep, registry: RegistryDep, router: RouterDep) -> Response:
     image_bytes = await form_bytes(
         form, "image", "send the picture as the multipart file 'image'", settings.max_upload_bytes
     )
@@ -73,18 +77,13 @@ async def anonymize(request: Request, settings: SettingsDep, registry: RegistryD
     the_plan = plan(parse_configuration(config_bytes), registry)  # every problem, before any inference
     image, input_format = await asyncio.to_thread(read_image, image_bytes, settings.max_image_pixels)
     output_format = OutputFormat.choose(input_format, form_text(form, "output_format"))
-    results = await localise(the_plan, [image], clients, registry, detection_size)
+    results = await localise(the_plan, [image], router, detection_size)
     anonymised, audit = await asyncio.to_thread(anonymise, image, the_plan, results, 0)
+    answer = ImageAudit(width=image.shape[1], height=image.shape[0], detections=audit)
     if mode == "only":
-        return JSONResponse(envelope({"width": image.shape[1], "height": image.shape[0], "detections": audit}))
+        return JSONResponse(envelope(answer.model_dump(exclude_none=True)))
     encoded = await asyncio.to_thread(encode_image, anonymised, output_format, quality)
     if mode == "include":
-        body: dict[str, Any] = {
-            "width": image.shape[1],
-            "height": image.shape[0],
-            "detections": audit,
-            "media_type": output_format.media_type,
-            "image": base64.b64encode(encoded).decode(),
-        }
-        return JSONResponse(envelope(body))
+        answer.media_type, answer.image = output_format.media_type, base64.b64encode(encoded).decode()
+        return JSONResponse(envelope(answer.model_dump(exclude_none=True)))
     return Response(encoded, media_type=output_format.media_type)

@@ -4,20 +4,31 @@
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
+from starlette.datastructures import FormData
 
-from anonymization_api.deps import RegistryDep, read_form
+from anonymization_api.deps import FormDep, RegistryDep
 from anonymization_api.errors import InvalidRequest
 from anonymization_api.registry import parse_given
-from anonymization_api.routes import route
+from anonymization_api.routes import multipart_doc, route
+from anonymization_api.schemas import Envelope, Health, ServerDescription
 from anonymization_api.techniques import TECHNIQUES
-from inference_common.protocol import envelope
+from anonymizer_shared.bmw import envelope
 
 router = APIRouter(tags=["registry"])
 
 
-async def _url_field(request: Request) -> str:
-    url = (await read_form(request)).get("url")
+URL_FIELD = {"type": "string", "example": "http://127.0.0.1:8081/", "description": "the inference server's address"}
+MODELS_FIELD = {
+    "type": "string",
+    "description": 'for servers without a model configuration endpoint (OVMS): {"model": {"task": "detection", '
+    '"labels": ["face"]}}',
+}
+FORM_DOC = multipart_doc(["url"], {"url": URL_FIELD})
+
+
+def _url_field(form: FormData) -> str:
+    url = form.get("url")
     if not isinstance(url, str) or not url.strip():
         raise InvalidRequest(
             "the form field 'url' is missing; send the inference server's address, e.g. url=http://127.0.0.1:8081/"
@@ -25,43 +36,68 @@ async def _url_field(request: Request) -> str:
     return url
 
 
-@route(router, "POST", "/set_url", summary="Register an inference server (Open Inference Protocol or BMW)")
-async def set_url(request: Request, registry: RegistryDep) -> dict[str, Any]:
-    form = await read_form(request)
+@route(
+    router,
+    "POST",
+    "/set_url",
+    summary="Register an inference server (Open Inference Protocol or BMW)",
+    response_model=Envelope[ServerDescription],
+    openapi_extra=multipart_doc(["url"], {"url": URL_FIELD, "models": MODELS_FIELD}),
+)
+async def set_url(form: FormDep, registry: RegistryDep) -> dict[str, Any]:
     given = {}
     if isinstance(form.get("models"), str) and form["models"].strip():
         try:
             given = parse_given(json.loads(form["models"]))
         except json.JSONDecodeError as exc:
             raise InvalidRequest(f"models is not valid JSON ({exc})") from exc
-    server = await registry.add(await _url_field(request), given)
-    return envelope(server.describe())
+    server = await registry.add(_url_field(form), given)
+    return envelope(server.describe().model_dump())
 
 
-@route(router, "GET", "/list_urls", summary="The registered inference servers")
+@route(router, "GET", "/list_urls", summary="The registered inference servers", response_model=Envelope[list[str]])
 async def list_urls(registry: RegistryDep) -> dict[str, Any]:
     return envelope([server.url for server in registry.servers()])
 
 
-@route(router, "GET", "/servers", summary="Each registered server with its protocol, availability and models")
+@route(
+    router,
+    "GET",
+    "/servers",
+    summary="Each registered server with its protocol, availability and models",
+    response_model=Envelope[list[ServerDescription]],
+)
 async def servers(registry: RegistryDep) -> dict[str, Any]:
-    return envelope([server.describe() for server in registry.servers()])
+    return envelope([server.describe().model_dump() for server in registry.servers()])
 
 
-@route(router, "POST", "/remove_url", summary="Unregister an inference server")
-async def remove_url(request: Request, registry: RegistryDep) -> dict[str, Any]:
-    url = await _url_field(request)
+@route(
+    router,
+    "POST",
+    "/remove_url",
+    summary="Unregister an inference server",
+    response_model=Envelope[str],
+    openapi_extra=FORM_DOC,
+)
+async def remove_url(form: FormDep, registry: RegistryDep) -> dict[str, Any]:
+    url = _url_field(form)
     await registry.remove(url)
     return envelope(f"{url} removed")
 
 
-@route(router, "POST", "/remove_all_urls", summary="Unregister every inference server")
+@route(router, "POST", "/remove_all_urls", summary="Unregister every inference server", response_model=Envelope[str])
 async def remove_all_urls(registry: RegistryDep) -> dict[str, Any]:
     await registry.remove_all()
     return envelope("all urls removed")
 
 
-@route(router, "GET", "/available_methods", summary="Labels -> inference type -> {url: [models]}, with techniques")
+@route(
+    router,
+    "GET",
+    "/available_methods",
+    summary="Labels -> inference type -> {url: [models]}, with techniques",
+    response_model=Envelope[dict[str, dict[str, Any]]],
+)
 async def available_methods(registry: RegistryDep) -> dict[str, Any]:
     methods: dict[str, dict[str, Any]] = {}
     for server in registry.servers():
@@ -74,6 +110,12 @@ async def available_methods(registry: RegistryDep) -> dict[str, Any]:
     return envelope(methods)
 
 
-@route(router, "GET", "/health", summary="Liveness, with the availability of each inference server")
+@route(
+    router,
+    "GET",
+    "/health",
+    summary="Liveness, with the availability of each inference server",
+    response_model=Envelope[Health],
+)
 async def health(registry: RegistryDep) -> dict[str, Any]:
     return envelope({"status": "ok", "servers": {server.url: server.available for server in registry.servers()}})

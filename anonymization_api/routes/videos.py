@@ -11,19 +11,21 @@ from starlette.datastructures import UploadFile
 
 from anonymization_api.configuration import parse_configuration, plan
 from anonymization_api.deps import (
-    ClientsDep,
+    FormDep,
     RegistryDep,
+    RouterDep,
     SettingsDep,
     form_size,
     form_text,
     read_configuration,
-    read_form,
 )
 from anonymization_api.errors import InvalidRequest, PayloadTooLarge
 from anonymization_api.jobs import JobManager, JobNotDone, JobState
-from anonymization_api.pipelines.video import VideoOptions, anonymise_video, probe
+from anonymization_api.media.video import EncoderSettings, probe
+from anonymization_api.pipelines.video import VideoOptions, anonymise_video
 from anonymization_api.routes import BINARY, CONFIGURATION_FIELD, DETECTION_SIZE_FIELD, multipart_doc, route
-from inference_common.protocol import envelope
+from anonymization_api.schemas import Envelope, JobDescription
+from anonymizer_shared.bmw import envelope
 
 router = APIRouter(tags=["videos"])
 
@@ -93,11 +95,17 @@ async def _save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
     return target
 
 
-@route(router, "POST", "/anonymize_video", summary="Anonymise a video as a background job", openapi_extra=FORM_DOC)
+@route(
+    router,
+    "POST",
+    "/anonymize_video",
+    summary="Anonymise a video as a background job",
+    openapi_extra=FORM_DOC,
+    response_model=Envelope[JobDescription],
+)
 async def anonymize_video(
-    request: Request, settings: SettingsDep, registry: RegistryDep, clients: ClientsDep
+    request: Request, form: FormDep, settings: SettingsDep, registry: RegistryDep, router: RouterDep
 ) -> JSONResponse:
-    form = await read_form(request)
     upload = form.get("video")
     if not isinstance(upload, UploadFile):
         raise InvalidRequest("the form field 'video' is missing; send the video as the multipart file 'video'")
@@ -110,9 +118,7 @@ async def anonymize_video(
         detection_interval=_interval(form, tracking),
         detection_size=form_size(form, "detection_size"),
         batch_size=settings.video_batch_size,
-        preset=settings.video_preset,
-        crf=settings.video_crf,
-        encoder_threads=settings.encoder_threads,
+        encoder=EncoderSettings(settings.video_preset, settings.video_crf, settings.encoder_threads),
     )
     wait = _flag(form, "wait", False)
     source = await _save_upload(upload, settings.uploads_dir, settings.max_video_bytes)
@@ -123,24 +129,36 @@ async def anonymize_video(
         raise
 
     async def work(output: Path, progress, is_cancelled) -> None:
-        await anonymise_video(source, info, output, the_plan, options, clients, registry, progress, is_cancelled)
+        await anonymise_video(source, info, output, the_plan, options, router, progress, is_cancelled)
 
     jobs = _jobs(request)
     job = jobs.submit(upload.filename or "video", source, work)
     if wait:
         await jobs.wait(job)
         if job.state is JobState.FAILED:
-            return JSONResponse(envelope(job.describe(), job.error), status_code=job.error_status or 500)
-        return JSONResponse(envelope(job.describe()), status_code=200)
-    return JSONResponse(envelope(job.describe()), status_code=202, headers={"Location": f"/jobs/{job.id}"})
+            return JSONResponse(envelope(job.describe().model_dump(), job.error), status_code=job.error_status or 500)
+        return JSONResponse(envelope(job.describe().model_dump()), status_code=200)
+    return JSONResponse(envelope(job.describe().model_dump()), status_code=202, headers={"Location": f"/jobs/{job.id}"})
 
 
-@route(router, "GET", "/jobs", summary="Every video job with its state and progress")
+@route(
+    router,
+    "GET",
+    "/jobs",
+    summary="Every video job with its state and progress",
+    response_model=Envelope[list[JobDescription]],
+)
 async def list_jobs(request: Request) -> dict[str, Any]:
-    return envelope([job.describe() for job in _jobs(request).jobs()])
+    return envelope([job.describe().model_dump() for job in _jobs(request).jobs()])
 
 
-@route(router, "GET", "/jobs/{job_id}", summary="One job: state, frames done and total, fps, ETA, error")
+@route(
+    router,
+    "GET",
+    "/jobs/{job_id}",
+    summary="One job: state, frames done and total, fps, ETA, error",
+    response_model=Envelope[JobDescription],
+)
 async def get_job(request: Request, job_id: str) -> dict[str, Any]:
     return envelope(_jobs(request).get(job_id).describe())
 
@@ -153,7 +171,13 @@ async def job_result(request: Request, job_id: str) -> FileResponse:
     return FileResponse(job.output, media_type="video/mp4", filename=job.output.name)
 
 
-@route(router, "DELETE", "/jobs/{job_id}", summary="Cancel a job; its partial output is removed")
+@route(
+    router,
+    "DELETE",
+    "/jobs/{job_id}",
+    summary="Cancel a job; its partial output is removed",
+    response_model=Envelope[JobDescription],
+)
 async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
     job = await _jobs(request).cancel(job_id)
-    return envelope(job.describe())
+    return envelope(job.describe().model_dump())

@@ -12,11 +12,10 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import FAST_REDISCOVERY
-from tests.images import region_change
-from tests.integration.test_api_anonymize import face_entry
-from tests.servers import running
-from tests.videos import make_video, read_frames
+from tests.support.api import face_entry
+from tests.support.images import region_change
+from tests.support.servers import FAST_REDISCOVERY, running
+from tests.support.videos import make_video, read_frames
 
 CONFIG = json.dumps({"sensitive_info": [face_entry()]})
 
@@ -139,20 +138,6 @@ def test_wait_keeps_bmw_synchronous_behaviour_and_range_requests_work(api_url, t
     assert any(j["id"] == job["id"] for j in httpx.get(f"{api_url}/jobs").json()["data"])
 
 
-def test_bad_video_requests(api_url, tmp_path):
-    not_video = tmp_path / "notes.mp4"
-    not_video.write_bytes(b"this is not a video")
-    response = submit(api_url, not_video)
-    assert response.status_code == 400 and "could not be read" in response.json()["error"]
-    missing = httpx.post(f"{api_url}/anonymize_video", files={"configuration": ("c.json", CONFIG)})
-    assert missing.status_code == 400 and "'video'" in missing.json()["error"]
-    source = make_video(tmp_path / "ok.mp4", frames=5, audio=False)
-    bad_config = submit(api_url, source.path, config=json.dumps({"sensitive_info": [face_entry(model_name="x")]}))
-    assert bad_config.status_code == 422
-    assert submit(api_url, source.path, keep_audio="maybe").status_code == 400
-    assert httpx.get(f"{api_url}/jobs/nope").status_code == 404
-
-
 @pytest.fixture
 def own_api(tmp_path, detection_url):
     """An API of its own (one worker, no queue) so long jobs do not hold up the other tests."""
@@ -205,7 +190,7 @@ def test_tracking_hides_the_face_where_the_detector_misses_it(api_url, tmp_path)
 
 def make_faded_copy(source, path: Path, frames_to_fade: set[int]):
     """The same video with the face erased (flattened to its mean colour) in some frames."""
-    from tests.videos import TestVideo
+    from tests.support.videos import TestVideo
 
     pictures = []
     with av.open(str(path), "w") as out:

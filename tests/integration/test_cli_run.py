@@ -4,13 +4,13 @@ import json
 import subprocess
 import sys
 
-from tests.images import GRACE_HOPPER_FACE, decode, encode, grace_hopper, region_change
-from tests.servers import PROJECT_ROOT
-from tests.videos import make_video, read_frames
+from tests.support.images import GRACE_HOPPER_FACE, decode, encode, grace_hopper, region_change
+from tests.support.servers import PROJECT_ROOT
+from tests.support.videos import make_video, read_frames
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "anonymization_api.cli", "--log-level", "warning", "run", *args]
+    command = [sys.executable, "-m", "anonymizer_tools.cli", "--log-level", "warning", "run", *args]
     return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, check=False)
 
 

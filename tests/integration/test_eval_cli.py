@@ -7,8 +7,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from tests.images import ASTRONAUT_FACE, GRACE_HOPPER_FACE, astronaut, grace_hopper
-from tests.servers import PROJECT_ROOT
+from tests.support.images import ASTRONAUT_FACE, GRACE_HOPPER_FACE, astronaut, grace_hopper
+from tests.support.servers import PROJECT_ROOT
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -38,7 +38,7 @@ def write_dataset(root) -> None:
 
 
 def anonymizer(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "anonymization_api.cli", "--log-level", "warning", *args]
+    command = [sys.executable, "-m", "anonymizer_tools.cli", "--log-level", "warning", *args]
     return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
 
 

@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from tests.images import GRACE_HOPPER_FACE, encode, grace_hopper, iou, text_image
+from tests.support.images import GRACE_HOPPER_FACE, encode, grace_hopper, iou, text_image
 
 
 def test_models_labels_config(detection_url, segmentation_url):

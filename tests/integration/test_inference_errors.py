@@ -6,8 +6,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.images import encode, grace_hopper
-from tests.servers import running
+from tests.support.images import encode, grace_hopper
+from tests.support.servers import running
 
 
 def infer_json(url: str, model: str, body: dict) -> httpx.Response:

@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
-import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from inference_common import protocol
-from inference_common.serving import unpack_detections
-from tests.images import (
+from anonymizer_shared import wire
+from anonymizer_shared.wire import unpack_detections
+from tests.support.api import infer, oip_client
+from tests.support.images import (
     ASTRONAUT_FACE,
     GRACE_HOPPER_FACE,
     astronaut,
@@ -19,19 +19,6 @@ from tests.images import (
     pedestrian,
     text_image,
 )
-
-
-def client(url: str) -> triton.InferenceServerClient:
-    return triton.InferenceServerClient(url.removeprefix("http://"))
-
-
-def infer(url: str, model: str, images: np.ndarray, binary: bool, **params) -> dict[str, np.ndarray]:
-    tensor = triton.InferInput(protocol.INPUT_IMAGE, list(images.shape), "UINT8")
-    tensor.set_data_from_numpy(images, binary_data=binary)
-    names = protocol.DETECTION_OUTPUTS if model != "ppocr_text_seg" else protocol.SEGMENTATION_OUTPUTS
-    outputs = [triton.InferRequestedOutput(name, binary_data=binary) for name in names]
-    result = client(url).infer(model, [tensor], outputs=outputs, parameters=params or None)
-    return {name: result.as_numpy(name) for name in names}
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
@@ -82,7 +69,7 @@ def test_person_found_at_its_place(detection_url):
 
 def test_text_segmentation_label_map(segmentation_url):
     image, lines = text_image()
-    label_map = infer(segmentation_url, "ppocr_text_seg", image[None], True)[protocol.OUTPUT_LABEL_MAP]
+    label_map = infer(segmentation_url, "ppocr_text_seg", image[None], True)[wire.OUTPUT_LABEL_MAP]
     assert label_map.shape == (1, *image.shape[:2])
     assert label_map.dtype == np.uint8
     for x1, y1, x2, y2 in lines:
@@ -91,21 +78,21 @@ def test_text_segmentation_label_map(segmentation_url):
 
 
 def test_config_carries_task_and_labels(detection_url, segmentation_url):
-    config = client(detection_url).get_model_config("centerface")
+    config = oip_client(detection_url).get_model_config("centerface")
     assert config["parameters"]["task"]["string_value"] == "detection"
     assert json.loads(config["parameters"]["labels"]["string_value"]) == ["face"]
-    seg = client(segmentation_url).get_model_config("ppocr_text_seg")
+    seg = oip_client(segmentation_url).get_model_config("ppocr_text_seg")
     assert seg["parameters"]["task"]["string_value"] == "segmentation"
     assert json.loads(seg["parameters"]["labels"]["string_value"]) == ["background", "text"]
 
 
 def test_metadata_health_and_repository(detection_url):
-    c = client(detection_url)
+    c = oip_client(detection_url)
     assert c.is_server_live() and c.is_server_ready()
     assert c.is_model_ready("license_plate")
     metadata = c.get_model_metadata("ppocr_text")
-    assert metadata["inputs"][0]["name"] == protocol.INPUT_IMAGE
-    assert [out["name"] for out in metadata["outputs"]] == list(protocol.DETECTION_OUTPUTS)
+    assert metadata["inputs"][0]["name"] == wire.INPUT_IMAGE
+    assert [out["name"] for out in metadata["outputs"]] == list(wire.DETECTION_OUTPUTS)
     names = {entry["name"] for entry in c.get_model_repository_index()}
     assert {"centerface", "ppocr_text", "license_plate", "person"} <= names
     assert "binary_tensor_data" in c.get_server_metadata()["extensions"]

@@ -8,19 +8,19 @@ import tritonclient.http as triton
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
-from inference_common import protocol
-from inference_common.serving import unpack_detections
-from tests.images import GRACE_HOPPER_FACE, decode, encode, grace_hopper, iou, region_change
-from tests.integration.test_api_anonymize import anonymize, face_entry
-from tests.servers import free_port, running
+from anonymizer_shared import wire
+from anonymizer_shared.wire import unpack_detections
+from tests.support.api import anonymize, face_entry
+from tests.support.images import GRACE_HOPPER_FACE, decode, encode, grace_hopper, iou, region_change
+from tests.support.servers import free_port, own_api, running
 
 
 def shm_infer(client: triton.InferenceServerClient, region: str, images: np.ndarray) -> np.ndarray:
-    tensor = triton.InferInput(protocol.INPUT_IMAGE, list(images.shape), "UINT8")
+    tensor = triton.InferInput(wire.INPUT_IMAGE, list(images.shape), "UINT8")
     tensor.set_shared_memory(region, images.nbytes)
-    outputs = [triton.InferRequestedOutput(name, binary_data=True) for name in protocol.DETECTION_OUTPUTS]
+    outputs = [triton.InferRequestedOutput(name, binary_data=True) for name in wire.DETECTION_OUTPUTS]
     result = client.infer("centerface", [tensor], outputs=outputs, parameters={"score_threshold": 0.5})
-    return unpack_detections({name: result.as_numpy(name) for name in protocol.DETECTION_OUTPUTS})[0]
+    return unpack_detections({name: result.as_numpy(name) for name in wire.DETECTION_OUTPUTS})[0]
 
 
 def test_server_reads_images_from_a_registered_region(detection_url):
@@ -46,15 +46,12 @@ def test_server_reads_images_from_a_registered_region(detection_url):
         shm.destroy_shared_memory_region(handle)
 
 
-def test_api_sends_frames_through_shared_memory_and_survives_a_server_restart(api_url, tmp_path):
+def test_api_sends_frames_through_shared_memory_and_survives_a_server_restart(tmp_path):
     config = {"sensitive_info": [face_entry(model_name=None)]}
     config["sensitive_info"][0].pop("model_name")
     image = encode(grace_hopper())
     port = free_port()
-    registered = httpx.get(f"{api_url}/list_urls").json()["data"]
-    for url in registered:
-        httpx.post(f"{api_url}/remove_url", data={"url": url})
-    try:
+    with own_api(tmp_path) as api_url:
         with running(["serve-detection"], "/v2/health/ready", tmp_path / "a.log", port=port) as server:
             httpx.post(f"{api_url}/set_url", data={"url": server}, timeout=60).raise_for_status()
             assert anonymize(api_url, image, config).status_code == 200
@@ -68,8 +65,3 @@ def test_api_sends_frames_through_shared_memory_and_survives_a_server_restart(ap
                 assert response.status_code == 200
                 assert region_change(grace_hopper(), decode(response.content), GRACE_HOPPER_FACE) > 20
             assert len(httpx.get(f"{server}/v2/systemsharedmemory/status").json()) == 1
-    finally:
-        for url in httpx.get(f"{api_url}/list_urls").json()["data"]:
-            httpx.post(f"{api_url}/remove_url", data={"url": url})
-        for url in registered:
-            httpx.post(f"{api_url}/set_url", data={"url": url}, timeout=60)

@@ -15,15 +15,15 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from anonymization_api.processes import anonymizer_command, stop, wait_until_ready
-from inference_common import protocol
-from inference_common.serving import unpack_detections
-from inference_common.triton import check_tritonserver, fetch_tritonserver, served_models
-from tests.images import astronaut, encode, grace_hopper, iou, text_image
-from tests.integration.test_api_anonymize import anonymize, face_entry
-from tests.integration.test_inference_oip import infer
-from tests.servers import PROJECT_ROOT, free_port
-from tests.videos import make_video
+from anonymizer_shared import wire
+from anonymizer_shared.wire import unpack_detections
+from anonymizer_tools.processes import anonymizer_command, stop, wait_until_ready
+from inference_triton.repository import served_models
+from tests.support.api import anonymize, face_entry, infer
+from tests.support.images import astronaut, encode, grace_hopper, iou, text_image
+from tests.support.servers import PROJECT_ROOT, free_port
+from tests.support.tritonserver import check_tritonserver, fetch_tritonserver
+from tests.support.videos import make_video
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +92,8 @@ def test_finds_the_same_faces_and_text_as_our_cpu_servers(triton_url, detection_
         for mine, other in zip(ours, theirs, strict=True):
             assert iou(mine[:4], other[:4]) >= 0.9 and abs(mine[4] - other[4]) < 0.01
     page, _ = text_image()
-    ours = infer(segmentation_url, "ppocr_text_seg", page[None], True)[protocol.OUTPUT_LABEL_MAP]
-    theirs = infer(triton_url, "ppocr_text_seg", page[None], True)[protocol.OUTPUT_LABEL_MAP]
+    ours = infer(segmentation_url, "ppocr_text_seg", page[None], True)[wire.OUTPUT_LABEL_MAP]
+    theirs = infer(triton_url, "ppocr_text_seg", page[None], True)[wire.OUTPUT_LABEL_MAP]
     assert theirs.shape == ours.shape == (1, *page.shape[:2]) and theirs.dtype == np.uint8
     assert (theirs == ours).mean() > 0.99 and theirs.any()
 

@@ -7,7 +7,7 @@ from inference_common.engine import Engine, PixelFormat, make_engine
 from inference_common.models import CENTERFACE, default_models_dir
 from inference_common.ppocr import TextDetector
 from inference_detection.centerface import CenterFace
-from tests.images import GRACE_HOPPER_FACE, grace_hopper, iou, text_image
+from tests.support.images import GRACE_HOPPER_FACE, grace_hopper, iou, text_image
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="ONNX Runtime is the optional GPU engine")
 

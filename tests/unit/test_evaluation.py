@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from anonymization_api.evaluation import (
+from anonymization_api.regions import RegionStyle, box_regions
+from anonymizer_tools.evaluation import (
     Found,
     Truth,
     configuration_for,
@@ -15,7 +16,6 @@ from anonymization_api.evaluation import (
     lowered,
     score_image,
 )
-from anonymization_api.regions import RegionStyle, box_regions
 
 
 def boxes(*rows) -> np.ndarray:

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from inference_common.boxes import scale_to_fit
-from inference_common.errors import InvalidImage, PayloadTooLarge
-from inference_common.imaging import decode_image, read_image
-from inference_common.serving import pack_detections, unpack_detections
+from anonymizer_shared.boxes import scale_to_fit
+from anonymizer_shared.images import ImageTooLarge, InvalidImage, decode_image, read_image
+from anonymizer_shared.wire import pack_detections, unpack_detections
 from inference_detection.centerface import CenterFaceParams, decode
 
 
@@ -36,7 +35,7 @@ def test_decode_rejects_garbage_and_bombs():
         decode_image(b"GIF89a but not really", 10**6)
     with pytest.raises(InvalidImage):
         decode_image(b"", 10**6)
-    with pytest.raises(PayloadTooLarge):
+    with pytest.raises(ImageTooLarge):
         decode_image(jpeg_with_orientation(1), 100)
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from inference_common.errors import ModelFetchError
 from inference_common.models import CATALOGUE, CENTERFACE, default_models_dir, fetch_models, is_present
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import os
 
 from tritonclient.utils import InferenceServerException
 
-from anonymization_api.shared_frames import SharedFrames
+from anonymization_api.inference.shared_frames import SharedFrames
 
 
 class RefusingServer:

@@ -13,6 +13,7 @@ refuses a registration (OpenVINO Model Server, another host's namespace) gets th
 import itertools
 import logging
 import os
+import re
 from dataclasses import dataclass
 
 import aiohttp
@@ -26,7 +27,14 @@ logger = logging.getLogger(__name__)
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 POOL_SIZE = 4  # free regions kept per server
+# How a server says a region it was told of does not exist (ours; Triton's): it restarted and lost
+# it. Any other error is about the request itself, and sending the body instead would not help.
+LOST_REGION = re.compile(r"no shared-memory region .* is registered|unable to find .*shared memory region", re.I)
 _names = itertools.count()
+
+
+def is_lost_region(message: str) -> bool:
+    return LOST_REGION.search(message or "") is not None
 
 
 @dataclass

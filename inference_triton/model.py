@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by Triton's Python stub
 
-from inference_common import protocol
+from anonymizer_shared import wire
+from anonymizer_shared.wire import PROTOCOL_PARAMETERS
 from inference_common.errors import BadRequest
 from inference_common.models import default_models_dir, fetch_models
-from inference_common.server import PROTOCOL_PARAMETERS
 from inference_common.serving import ServedModel
-from inference_common.triton import served_models
+from inference_triton.repository import served_models
 
 logger = logging.getLogger(__name__)
 
@@ -103,14 +103,13 @@ class TritonPythonModel:
     @staticmethod
     def _images(request: Any) -> np.ndarray:
         """IMAGE as (B, H, W, 3) uint8 RGB; Triton has already checked the datatype and the dims."""
-        tensor = pb_utils.get_input_tensor_by_name(request, protocol.INPUT_IMAGE)
+        tensor = pb_utils.get_input_tensor_by_name(request, wire.INPUT_IMAGE)
         if tensor is None:
-            raise BadRequest(f"the request has no input {protocol.INPUT_IMAGE}")
+            raise BadRequest(f"the request has no input {wire.INPUT_IMAGE}")
         images = np.from_dlpack(tensor)
         if images.ndim != 4 or images.shape[3] != 3 or 0 in images.shape:
             raise BadRequest(
-                f"input {protocol.INPUT_IMAGE} must have shape [B, H, W, 3] with positive sizes, "
-                f"got {list(images.shape)}"
+                f"input {wire.INPUT_IMAGE} must have shape [B, H, W, 3] with positive sizes, got {list(images.shape)}"
             )
         return images
 

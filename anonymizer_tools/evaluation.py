@@ -39,7 +39,8 @@ import httpx
 import numpy as np
 
 from anonymization_api.regions import draw_shape
-from inference_common.boxes import areas, intersection_matrix, iou_matrix
+from anonymization_api.schemas import ImageAudit, RegionAudit
+from anonymizer_shared.boxes import areas, intersection_matrix, iou_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ def lowered(configuration: dict[str, Any], threshold: float) -> dict[str, Any]:
     return {**configuration, "sensitive_info": entries}
 
 
-def anonymise(client: httpx.Client, api: str, image: Path, configuration: str, form: dict[str, str]) -> dict[str, Any]:
+def anonymise(client: httpx.Client, api: str, image: Path, configuration: str, form: dict[str, str]) -> ImageAudit:
     """The API's `detections=only` answer for one image file; `form` adds request fields."""
     try:
         answer = client.post(
@@ -261,21 +262,24 @@ def anonymise(client: httpx.Client, api: str, image: Path, configuration: str, f
         raise EvaluationError(f"{image.name}: {exc}") from exc
     if answer.status_code != 200:
         raise EvaluationError(f"{image.name}: the API answered {answer.status_code}: {answer.text[:500]}")
-    return answer.json()["data"]
+    try:
+        return ImageAudit.model_validate(answer.json()["data"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EvaluationError(f"{image.name}: the API's answer is not an audit ({exc})") from exc
 
 
-def detections_by_class(data: dict[str, Any], classes: list[str]) -> dict[str, Found]:
+def detections_by_class(audit: ImageAudit, classes: list[str]) -> dict[str, Found]:
     """The API's audit of one image, grouped by class name."""
-    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in classes}
-    for entry in data["detections"]:
-        rows.setdefault(entry["class_name"], []).extend(entry["regions"])
+    rows: dict[str, list[RegionAudit]] = {name: [] for name in classes}
+    for entry in audit.detections:
+        rows.setdefault(entry.class_name, []).extend(entry.regions)
     result = {}
     for name, regions in rows.items():
         result[name] = Found(
-            np.asarray([r["box"] for r in regions], np.float64).reshape(-1, 4),
-            np.asarray([r.get("score", 1.0) for r in regions], np.float64),
-            [r.get("outline") or r["hidden"] for r in regions],  # a detection's shape; a mask's bounds
-            [r.get("shape", "box") for r in regions],
+            np.asarray([r.box for r in regions], np.float64).reshape(-1, 4),
+            np.asarray([1.0 if r.score is None else r.score for r in regions], np.float64),
+            [r.outline or r.hidden for r in regions],  # a detection's shape; a mask's bounds
+            [r.shape for r in regions],
         )
     return result
 
@@ -296,11 +300,11 @@ def run_pass(
         answers = list(pool.map(lambda entry: anonymise(client, api, dataset / entry["file"], text, form), images))
         seconds = time.perf_counter() - start
     results = []
-    for entry, data in zip(images, answers, strict=True):
-        if (data["width"], data["height"]) != (entry.get("width", data["width"]), entry.get("height", data["height"])):
+    for entry, audit in zip(images, answers, strict=True):
+        if (audit.width, audit.height) != (entry.get("width", audit.width), entry.get("height", audit.height)):
             logger.warning("%s: annotated %sx%s, decoded %sx%s", entry["file"], entry.get("width"),
-                           entry.get("height"), data["width"], data["height"])  # fmt: skip
-        results.append({"size": (data["height"], data["width"]), "found": detections_by_class(data, classes)})
+                           entry.get("height"), audit.width, audit.height)  # fmt: skip
+        results.append({"size": (audit.height, audit.width), "found": detections_by_class(audit, classes)})
     return results, seconds
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from anonymization_api.processes import anonymizer_command, stop, wait_until_ready
+from anonymizer_tools.processes import anonymizer_command, stop, wait_until_ready
 
 logger = logging.getLogger(__name__)
 

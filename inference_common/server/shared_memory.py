@@ -1,19 +1,22 @@
-"""Triton's system shared-memory extension, server side: a client on the same host writes the
-images into a POSIX shared-memory region it registered, and the request names the region instead
-of carrying the bytes. A 1080p frame is 6 MB; sent in the body it is copied six or more times on
-its way (serialising, the socket, the HTTP parser, the body): about 40 ms of CPU per frame in a
-profile, both processes together.
+"""Triton's system shared-memory extension, server side (the regions and their routes): a client
+on the same host writes the images into a POSIX shared-memory region it registered, and the
+request names the region instead of carrying the bytes. A 1080p frame is 6 MB; sent in the body
+it is copied six or more times on its way (serialising, the socket, the HTTP parser, the body):
+about 40 ms of CPU per frame in a profile, both processes together.
 
 Regions map `/dev/shm/<key>` (where Linux keeps `shm_open` objects) read-only. A view handed to a
 request keeps its mapping alive, so unregistering a region mid-request is safe.
 """
 
+import json
 import mmap
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from fastapi import APIRouter, Request
 
 from inference_common.errors import BadRequest
 
@@ -84,3 +87,35 @@ class SharedMemoryRegions:
             raise BadRequest(f"{byte_size} bytes at offset {offset} do not fit region '{name}' of {region.byte_size}")
         start = region.offset + offset
         return memoryview(region.memory)[start : start + byte_size]
+
+
+router = APIRouter()
+
+
+def _regions(request: Request) -> SharedMemoryRegions:
+    return request.app.state.shared_memory
+
+
+@router.get("/v2/systemsharedmemory/status")
+@router.get("/v2/systemsharedmemory/region/{name}/status")
+async def shm_status(request: Request, name: str | None = None) -> list[dict[str, Any]]:
+    return _regions(request).status(name)
+
+
+@router.post("/v2/systemsharedmemory/region/{name}/register")
+async def shm_register(request: Request, name: str) -> dict[str, Any]:
+    try:
+        spec = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the registration is not valid JSON ({exc})") from exc
+    if not isinstance(spec, dict):
+        raise BadRequest('send {"key": ..., "offset": ..., "byte_size": ...}')
+    _regions(request).register(name, spec.get("key"), spec.get("offset", 0), spec.get("byte_size"))
+    return {}
+
+
+@router.post("/v2/systemsharedmemory/unregister")
+@router.post("/v2/systemsharedmemory/region/{name}/unregister")
+async def shm_unregister(request: Request, name: str | None = None) -> dict[str, Any]:
+    _regions(request).unregister(name)
+    return {}

@@ -18,7 +18,9 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
+from anonymization_api.schemas import ImageAudit, JobDescription
 from anonymization_api.techniques import TECHNIQUES
+from anonymizer_shared.files import atomic_output, atomic_write
 
 logger = logging.getLogger("anonymizer.run")
 
@@ -109,13 +111,6 @@ def collect(inputs: list[Path], output: Path, summary: Summary) -> list[WorkItem
     return items
 
 
-def _write_atomically(target: Path, content: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    partial.write_bytes(content)
-    partial.replace(target)
-
-
 def _error_of(response: httpx.Response) -> str:
     try:
         return f"{response.status_code}: {response.json().get('error')}"
@@ -148,31 +143,29 @@ def _upload(client: httpx.Client, item: WorkItem, config: str, options: dict[str
 
 
 def anonymise_image(client: httpx.Client, item: WorkItem, config: str, options: dict[str, str]) -> dict[str, Any]:
-    body = _upload(client, item, config, options)
-    _write_atomically(item.target, base64.b64decode(body["image"]))
-    return {"width": body["width"], "height": body["height"], "detections": body["detections"]}
+    audit = ImageAudit.model_validate(_upload(client, item, config, options))
+    atomic_write(item.target, base64.b64decode(audit.image or ""))
+    return audit.model_dump(include={"width", "height", "detections"}, exclude_none=True)
 
 
 def anonymise_video(client: httpx.Client, item: WorkItem, config: str, options: dict[str, str], position: int) -> dict:
-    job = _upload(client, item, config, options)
+    job = JobDescription.model_validate(_upload(client, item, config, options))
     with tqdm(desc=f"  {item.source.name}", unit="frame", position=position, leave=False) as bar:
-        while job["state"] in ("queued", "running"):
+        while job.state in ("queued", "running"):
             time.sleep(0.5)
-            job = client.get(f"/jobs/{job['id']}").json()["data"]
-            bar.total = job["frames_total"] or None
-            bar.n = job["frames_done"]
+            job = JobDescription.model_validate(client.get(job.status_url).json()["data"])
+            bar.total = job.frames_total or None
+            bar.n = job.frames_done
             bar.refresh()
-    if job["state"] != "done":
-        raise RuntimeError(f"video job {job['state']}: {job['error']}")
-    item.target.parent.mkdir(parents=True, exist_ok=True)
-    partial = item.target.with_name(f".{item.target.name}.partial")
-    with client.stream("GET", job["result_url"]) as download, partial.open("wb") as out:
+    if job.state != "done" or job.result_url is None:
+        raise RuntimeError(f"video job {job.state}: {job.error}")
+    with atomic_output(item.target) as partial, client.stream("GET", job.result_url) as download:
         if download.status_code != 200:
             raise RuntimeError(_error_of(download))
-        for chunk in download.iter_bytes(1 << 20):
-            out.write(chunk)
-    partial.replace(item.target)
-    return {"frames": job["frames_done"], "fps": job["fps"], "detections": job.get("detections")}
+        with partial.open("wb") as out:
+            for chunk in download.iter_bytes(1 << 20):
+                out.write(chunk)
+    return {"frames": job.frames_done, "fps": job.fps, "detections": [d.model_dump() for d in job.detections]}
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -204,7 +197,7 @@ def run_command(args: argparse.Namespace) -> int:
                 tqdm.write(f"failed: {item.source}: {exc}")
     if args.report is not None:
         report = {"files": summary.report, "failed": summary.failed, "skipped": summary.skipped}
-        _write_atomically(args.report, json.dumps(report, indent=2).encode())
+        atomic_write(args.report, json.dumps(report, indent=2))
     elapsed = time.monotonic() - started
     sys.stdout.write(
         f"{len(summary.done)} anonymised, {len(summary.failed)} failed, {len(summary.skipped)} skipped "

@@ -9,7 +9,7 @@ import av
 import cv2
 import numpy as np
 
-from tests.images import GRACE_HOPPER_FACE, grace_hopper
+from tests.support.images import GRACE_HOPPER_FACE, grace_hopper
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Box arithmetic on (N, 4+) float32 arrays of x1, y1, x2, y2 (pixels), shared by the pipelines."""
+"""Box arithmetic on (N, 4+) float32 arrays of x1, y1, x2, y2 (pixels): the servers' post-processing,
+the API's tracking and the evaluator count boxes the same way."""
 
 import cv2
 import numpy as np

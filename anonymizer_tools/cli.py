@@ -1,4 +1,4 @@
-"""The `anonymizer` command: fetch models, run the servers and the whole stack."""
+"""The `anonymizer` command: fetch models, run each service or the whole stack, and the tools."""
 
 import argparse
 import logging
@@ -50,7 +50,7 @@ def _serve_api(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from anonymization_api.stack import run_stack, stack_children
+    from anonymizer_tools.stack import run_stack, stack_children
 
     children, register = stack_children(
         args.api_port, args.detection_port, args.segmentation_port, args.data_dir, args.models_dir
@@ -91,12 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     api.set_defaults(handler=_serve_api)
 
-    from anonymization_api import batch, evaluation
-    from inference_common import triton
+    from anonymizer_tools import batch, evaluation, triton_repo
 
     batch.add_command(commands)
     evaluation.add_command(commands)
-    triton.add_command(commands)
+    triton_repo.add_command(commands)
 
     up = commands.add_parser("up", help="start the whole stack on loopback; Ctrl-C stops it")
     up.add_argument("--api-port", type=int, default=4343)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from inference_common.models import PROJECT_ROOT
+from anonymizer_shared.files import PROJECT_ROOT
 
 
 def free_port() -> int:
@@ -22,7 +22,7 @@ def free_port() -> int:
 
 
 def anonymizer_command(args: list[str] | tuple[str, ...], log_level: str = "warning") -> list[str]:
-    return [sys.executable, "-m", "anonymization_api.cli", "--log-level", log_level, *args]
+    return [sys.executable, "-m", "anonymizer_tools.cli", "--log-level", log_level, *args]
 
 
 def wait_until_ready(url: str, process: subprocess.Popen, timeout_s: float = 300.0, log: Path | None = None) -> None:

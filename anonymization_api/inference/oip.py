@@ -1,0 +1,125 @@
+"""Open Inference Protocol client: `tritonclient` (async, binary tensors), one long-lived client
+per server, images through shared memory on this host (see `shared_frames`) or in the body.
+
+Answers are checked against the contract (`anonymizer_shared.wire`) before they are believed.
+"""
+
+import logging
+from typing import Any
+
+import aiohttp
+import httpx
+import numpy as np
+import tritonclient.http.aio as triton
+from tritonclient.utils import InferenceServerException
+
+from anonymization_api.errors import InferenceError
+from anonymization_api.inference.errors import NoAnswer, Unreachable
+from anonymization_api.inference.shared_frames import SharedFrames, SharedRegion, is_lost_region
+from anonymization_api.registry import ModelInfo
+from anonymizer_shared import wire
+from anonymizer_shared.wire import Task
+
+logger = logging.getLogger(__name__)
+
+CONNECTION_ERRORS = (aiohttp.ClientConnectionError, ConnectionError, OSError)
+
+
+class OipClients:
+    def __init__(self, timeout_s: float, shared_memory: bool) -> None:
+        self._timeout = timeout_s
+        self._clients: dict[str, triton.InferenceServerClient] = {}
+        self._shared = SharedFrames(shared_memory)
+
+    async def close(self) -> None:
+        await self._shared.close(self._clients)
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+    def _client(self, url: str) -> triton.InferenceServerClient:
+        client = self._clients.get(url)
+        if client is None:
+            parsed = httpx.URL(url)
+            client = triton.InferenceServerClient(
+                f"{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}",
+                ssl=parsed.scheme == "https",
+                conn_timeout=self._timeout,
+            )
+            self._clients[url] = client
+        return client
+
+    async def infer(
+        self, url: str, model: ModelInfo, images: np.ndarray, parameters: dict[str, Any]
+    ) -> list[np.ndarray]:
+        """Run `model` on a batch (B, H, W, 3) uint8 RGB; per image detections (N, 6) or a label map."""
+        where = f"inference server {url} (model {model.name})"
+        client = self._client(url)
+        images = np.ascontiguousarray(images)
+        try:
+            arrays = await self._infer_shared_or_body(url, client, model, images, parameters)
+            if model.task is Task.DETECTION:
+                return wire.unpack_detections(arrays, len(images), len(model.labels))
+            return wire.check_label_maps(arrays[wire.OUTPUT_LABEL_MAP], images.shape, len(model.labels))
+        except TimeoutError as exc:  # before OSError, of which it is a kind
+            raise NoAnswer(f"{where} did not answer within {self._timeout:.0f} s") from exc
+        except InferenceServerException as exc:
+            if exc.status() is None:  # tritonclient reports some connection failures without a status
+                raise Unreachable(f"{where} is unavailable: {exc.message()}") from exc
+            raise InferenceError(f"{where} answered with an error: {exc.message()}") from exc
+        except CONNECTION_ERRORS as exc:
+            raise Unreachable(f"{where} is unavailable: {type(exc).__name__}: {exc}") from exc
+        except wire.ContractViolation as exc:
+            raise InferenceError(f"{where} answered something that breaks the model contract: {exc}") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InferenceError(f"{where} answered something unexpected: {exc}") from exc
+
+    async def _infer_shared_or_body(
+        self,
+        url: str,
+        client: triton.InferenceServerClient,
+        model: ModelInfo,
+        images: np.ndarray,
+        parameters: dict[str, Any],
+    ) -> dict[str, np.ndarray]:
+        region = await self._shared.acquire(url, client, images.nbytes) if self._shared.usable(url) else None
+        if region is None:
+            return await _request(client, model, images, parameters, None)
+        try:
+            return await _request(client, model, images, parameters, region)
+        except InferenceServerException as exc:
+            if not is_lost_region(exc.message()):
+                raise  # a bad parameter, an unknown model: the body would fail the same way
+            # The server restarted and lost its regions: drop them, send this call in the body.
+            logger.info("%s lost its shared-memory regions; sending this call in the body", url)
+            await self._shared.forget(url, client, also=region)
+            region = None
+            return await _request(client, model, images, parameters, None)
+        finally:
+            if region is not None:
+                await self._shared.release(url, client, region)
+
+
+async def _request(
+    client: triton.InferenceServerClient,
+    model: ModelInfo,
+    images: np.ndarray,
+    parameters: dict[str, Any],
+    region: SharedRegion | None,
+) -> dict[str, np.ndarray]:
+    tensor = triton.InferInput(wire.INPUT_IMAGE, list(images.shape), "UINT8")
+    if region is not None:
+        region.write(images)
+        tensor.set_shared_memory(region.name, images.nbytes)
+    else:
+        tensor.set_data_from_numpy(images, binary_data=True)
+    names = wire.outputs_of(model.task)
+    outputs = [triton.InferRequestedOutput(name, binary_data=True) for name in names]
+    result = await client.infer(model.name, [tensor], outputs=outputs, parameters=parameters or None)
+    arrays = {}
+    for name in names:
+        array = result.as_numpy(name)
+        if array is None:
+            raise wire.ContractViolation(f"the answer lacks the output {name}")
+        arrays[name] = array
+    return arrays

@@ -1,0 +1,109 @@
+"""The one way the pipelines reach inference servers: `router.infer(entry, images, parameters)`.
+
+The router owns what concerns more than one call: which replica of a model serves a call (the
+available ones take turns, round robin; those marked unavailable come last, in case they are back
+before re-discovery says so), retry with backoff on a connection failure, failover to the next
+replica on a connection failure or a time-out, and marking the servers that failed unavailable
+(re-discovery brings them back). An answer that is an error fails the request: it would be the
+same from any replica. A request fails only when no replica answers (fail closed).
+"""
+
+import asyncio
+import logging
+from typing import Any
+from typing import Protocol as Interface
+
+import numpy as np
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from anonymization_api.errors import InferenceTimeout, InferenceUnavailable
+from anonymization_api.inference.bmw import BmwClient
+from anonymization_api.inference.errors import NoAnswer, Unreachable
+from anonymization_api.inference.oip import OipClients
+from anonymization_api.registry import ModelInfo, Protocol, Registry, ServerInfo
+
+logger = logging.getLogger(__name__)
+
+ATTEMPTS_PER_REPLICA = 2  # a connection refused once is often a server restarting; twice, it is down
+
+
+class Target(Interface):
+    """What a call is for: a model and the registered replicas that offer it (a planned entry)."""
+
+    servers: tuple[ServerInfo, ...]
+    model: ModelInfo
+
+
+class ProtocolClient(Interface):
+    async def infer(
+        self, url: str, model: ModelInfo, images: np.ndarray, parameters: dict[str, Any]
+    ) -> list[np.ndarray]: ...
+
+    async def close(self) -> None: ...
+
+
+class InferenceRouter:
+    def __init__(
+        self,
+        registry: Registry,
+        timeout_s: float,
+        shared_memory: bool = True,
+        clients: dict[Protocol, ProtocolClient] | None = None,
+    ) -> None:
+        self._registry = registry
+        self._timeout = timeout_s
+        self._clients = clients or {
+            Protocol.OIP: OipClients(timeout_s, shared_memory),
+            Protocol.BMW: BmwClient(timeout_s),
+        }
+        self._turns: dict[str, int] = {}
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+
+    def replica_order(self, servers: tuple[ServerInfo, ...], model: str) -> list[ServerInfo]:
+        """Servers offering `model` in the order to try them: available ones taking turns, then the rest."""
+        up = [server for server in servers if server.available]
+        down = [server for server in servers if not server.available]
+        if up:
+            turn = self._turns.get(model, 0)
+            self._turns[model] = turn + 1
+            up = up[turn % len(up) :] + up[: turn % len(up)]
+        return up + down
+
+    async def infer(self, target: Target, images: np.ndarray, parameters: dict[str, Any]) -> list[np.ndarray]:
+        """Run the target's model on a batch (B, H, W, 3) uint8 RGB on one of its replicas; per image
+        detections (N, 6) float32 or a (H, W) uint8 label map. 502/503/504 when none answers."""
+        failure: Exception | None = None
+        for server in self.replica_order(target.servers, target.model.name):
+            try:
+                return await self._on_replica(server, target.model, images, parameters)
+            except (Unreachable, NoAnswer) as exc:
+                self._registry.mark_unavailable(server.url, str(exc))
+                failure = exc
+        if isinstance(failure, NoAnswer):
+            raise InferenceTimeout(str(failure)) from failure
+        raise InferenceUnavailable(str(failure or f"no replica of model {target.model.name} is registered"))
+
+    async def _on_replica(
+        self, server: ServerInfo, model: ModelInfo, images: np.ndarray, parameters: dict[str, Any]
+    ) -> list[np.ndarray]:
+        client = self._clients[Protocol.BMW if server.protocol is Protocol.BMW else Protocol.OIP]
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Unreachable),
+            stop=stop_after_attempt(ATTEMPTS_PER_REPLICA),
+            wait=wait_exponential(multiplier=0.05, max=0.5),
+            reraise=True,
+            before_sleep=lambda state: logger.warning("%s; retrying", state.outcome.exception()),
+        )
+        async for attempt in retrying:
+            with attempt:
+                try:
+                    return await asyncio.wait_for(client.infer(server.url, model, images, parameters), self._timeout)
+                except TimeoutError as exc:
+                    raise NoAnswer(
+                        f"inference server {server.url} (model {model.name}) did not answer within "
+                        f"{self._timeout:.0f} s"
+                    ) from exc
+        raise AssertionError("tenacity returns or re-raises inside the loop")

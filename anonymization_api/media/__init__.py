@@ -1,0 +1,1 @@
+"""Media files the service reads and writes: images (`images`) and videos (`video`)."""

@@ -1,0 +1,176 @@
+"""Video files through PyAV (FFmpeg): what a file holds (`probe`), its frames decoded upright in
+batches with the audio between them (`VideoReader`), and H.264 in MP4 written from RGB frames
+with the input's timestamps and audio (`VideoWriter`). Frames are never written to disk.
+
+Audio is copied where MP4 can carry it, else re-encoded to AAC.
+"""
+
+import contextlib
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from anonymization_api.errors import InvalidMedia
+
+# Audio codecs the MP4 muxer carries as they are; anything else is re-encoded to AAC.
+MP4_AUDIO = {"aac", "mp3", "alac", "opus", "flac", "ac3", "eac3"}
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    preset: str  # x264 preset, ultrafast .. veryslow
+    crf: int  # x264 quality, 0..51: lower is better and larger
+    threads: int
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int  # after rotation
+    height: int
+    rate: Fraction
+    time_base: Fraction
+    frames: int  # 0 where the container does not say
+
+
+def probe(path: Path) -> VideoInfo:
+    """What the pipeline needs to know of a video, or 400/415 naming why it cannot be read."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InvalidMedia("the file has no video stream; send a video (MP4, MOV, MKV, AVI, WebM, ...)")
+            stream = container.streams.video[0]
+            first = next(container.decode(stream), None)
+            if first is None:
+                raise InvalidMedia("the video has no decodable frame")
+            width, height = (
+                (first.height, first.width) if abs(first.rotation) % 180 == 90 else (first.width, first.height)
+            )
+            rate = stream.average_rate or stream.guessed_rate or Fraction(30)
+            frames = stream.frames
+            if not frames and stream.duration:
+                frames = int(float(stream.duration * stream.time_base * rate))
+            return VideoInfo(width, height, Fraction(rate), Fraction(stream.time_base), frames)
+    except av.FFmpegError as exc:
+        raise InvalidMedia(f"the video could not be read ({exc}); send a file FFmpeg can decode") from exc
+
+
+@dataclass
+class DecodedBatch:
+    frames: list[np.ndarray]
+    pts: list[int]
+    audio: list  # av.Packet to copy, or av.AudioFrame to encode
+
+
+class VideoReader:
+    """Decodes video frames upright (display rotation applied) in batches, with the audio between them."""
+
+    def __init__(self, path: Path, keep_audio: bool) -> None:
+        self._container = av.open(str(path))
+        self.video = self._container.streams.video[0]
+        self.video.thread_type = "AUTO"
+        self.audio = self._container.streams.audio[0] if keep_audio and self._container.streams.audio else None
+        self.copy_audio = self.audio is not None and self.audio.codec_context.name in MP4_AUDIO
+        streams = [s for s in (self.video, self.audio) if s is not None]
+        self._packets = self._container.demux(streams)
+        self._pending: list[av.VideoFrame] = []
+        self._drained = False
+        self._next_pts = 0
+        rate = self.video.average_rate or Fraction(30)
+        self._frame_ticks = max(1, round(1 / (rate * self.video.time_base)))  # one frame, in stream ticks
+
+    def next_batch(self, size: int) -> DecodedBatch | None:
+        frames, pts, audio = [], [], []
+        while len(frames) < size:
+            if not self._pending:
+                packet = None if self._drained else next(self._packets, None)
+                if packet is None:
+                    if self._drained:
+                        break
+                    self._drained = True
+                    self._pending = list(self.video.decode(None))  # flush the frames the decoder still holds
+                    continue
+                elif packet.stream is self.audio:
+                    if packet.size:  # the last demuxed packet is an empty flush packet
+                        audio.extend([packet] if self.copy_audio else packet.decode())
+                    continue
+                else:
+                    self._pending = list(packet.decode())
+                    self._drained = not packet.size  # demux ends with an empty packet that flushes the decoder
+                continue
+            frame = self._pending.pop(0)
+            frames.append(upright(frame))
+            pts.append(self._timestamp(frame))
+        if not frames and not audio:
+            return None
+        return DecodedBatch(frames, pts, audio)
+
+    def _timestamp(self, frame: av.VideoFrame) -> int:
+        # A valid frame can come without a timestamp; continue the sequence at the stream's rate.
+        pts = frame.pts if frame.pts is not None else self._next_pts
+        self._next_pts = pts + self._frame_ticks
+        return pts
+
+    def close(self) -> None:
+        self._container.close()
+
+
+def upright(frame: av.VideoFrame) -> np.ndarray:
+    """RGB (H, W, 3) as the video is meant to be shown: the display rotation applied."""
+    image = frame.to_ndarray(format="rgb24")
+    quarter_turns = round(frame.rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, k=quarter_turns)) if quarter_turns else image
+
+
+class VideoWriter:
+    """H.264 yuv420p in MP4 with faststart, the input's timestamps, and its audio."""
+
+    def __init__(self, path: Path, reader: VideoReader, info: VideoInfo, encoder: EncoderSettings) -> None:
+        self._container = av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"})
+        self._video = self._container.add_stream("libx264", rate=info.rate)
+        # yuv420p needs even sizes: pad odd ones by a replicated edge rather than distort by scaling.
+        self.width, self.height = info.width + info.width % 2, info.height + info.height % 2
+        self._video.width, self._video.height = self.width, self.height
+        self._video.pix_fmt = "yuv420p"
+        self._video.time_base = info.time_base
+        self._video.codec_context.time_base = info.time_base
+        self._video.options = {"crf": str(encoder.crf), "preset": encoder.preset, "threads": str(encoder.threads)}
+        self._time_base = info.time_base
+        self._audio = None
+        if reader.audio is not None:
+            if reader.copy_audio:
+                self._audio = self._container.add_stream_from_template(reader.audio)
+            else:
+                self._audio = self._container.add_stream("aac", rate=reader.audio.codec_context.sample_rate or 48000)
+        self._copy_audio = reader.copy_audio
+
+    def write(self, frames: list[tuple[np.ndarray, int]], audio: list) -> None:
+        """Encode RGB (H, W, 3) frames with their timestamps (stream ticks), and audio packets or frames."""
+        for image, pts in frames:
+            pad_y, pad_x = self.height - image.shape[0], self.width - image.shape[1]
+            if pad_x or pad_y:
+                image = cv2.copyMakeBorder(image, 0, pad_y, 0, pad_x, cv2.BORDER_REPLICATE)
+            # OpenCV's BT.601 conversion matches swscale's within rounding, at a seventh of the time.
+            frame = av.VideoFrame.from_ndarray(cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+            frame.pts, frame.time_base = pts, self._time_base
+            self._container.mux(self._video.encode(frame))
+        for item in audio:
+            if self._copy_audio:
+                item.stream = self._audio
+                self._container.mux(item)
+            else:
+                item.pts = None  # let the encoder number samples continuously
+                self._container.mux(self._audio.encode(item))
+
+    def finish(self) -> None:
+        self._container.mux(self._video.encode(None))  # flush the encoder
+        if self._audio is not None and not self._copy_audio:
+            self._container.mux(self._audio.encode(None))
+        self._container.close()
+
+    def abort(self) -> None:
+        with contextlib.suppress(av.FFmpegError):  # the partial file is deleted by the caller anyway
+            self._container.close()

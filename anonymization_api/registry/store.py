@@ -1,0 +1,135 @@
+"""The registry of inference servers: BMW's `url_configuration.json`, and what each server offers.
+
+The file keeps BMW's shape, `{"urls": [...]}`, plus a `servers` section with what discovery found
+(protocol, models, task, labels), so a server that is down at start still validates
+configurations and answers 503 instead of disappearing. Writes are atomic and serialised by a
+lock, so concurrent requests never leave the file half written. Which replica serves a call, and
+when a server is marked unavailable, is the `InferenceRouter`'s business.
+"""
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from anonymization_api.errors import AnonymisationError, UnknownRegistration, UnreachableServer
+from anonymization_api.registry.discovery import discover
+from anonymization_api.registry.servers import ModelInfo, ServerInfo, ServerRecord, UrlConfiguration, normalise_url
+from anonymizer_shared.files import atomic_write
+
+logger = logging.getLogger(__name__)
+
+
+class Registry:
+    def __init__(self, path: Path, discovery_timeout_s: float) -> None:
+        self._path = path
+        self._timeout = discovery_timeout_s
+        self._servers: dict[str, ServerInfo] = {}
+        self._lock = asyncio.Lock()
+
+    # --- persistence ---
+
+    def load(self) -> None:
+        """Read the file (BMW's, or ours with discovery results); a missing file is an empty registry."""
+        if not self._path.exists():
+            self._write()
+            return
+        try:
+            content = UrlConfiguration.model_validate(json.loads(self._path.read_text() or "{}"))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise AnonymisationError(
+                f"{self._path.name} is not a valid url configuration ({_first_problem(exc)}); "
+                'expected {"urls": ["http://host:port/", ...]}'
+            ) from exc
+        for raw in content.urls:
+            url = normalise_url(raw)
+            self._servers[url] = content.record(url, raw).info(url)
+
+    def _write(self) -> None:
+        content = UrlConfiguration(
+            urls=list(self._servers),
+            servers={url: ServerRecord.of(server).model_dump(mode="json") for url, server in self._servers.items()},
+        )
+        atomic_write(self._path, content.model_dump_json(indent=2))
+
+    # --- queries ---
+
+    def servers(self) -> list[ServerInfo]:
+        return list(self._servers.values())
+
+    def get(self, url: str) -> ServerInfo:
+        try:
+            return self._servers[normalise_url(url)]
+        except KeyError:
+            raise UnknownRegistration(f"{url} is not registered; registered: {list(self._servers) or 'none'}") from None
+
+    # --- changes ---
+
+    async def add(self, raw_url: str, given: dict[str, ModelInfo] | None = None) -> ServerInfo:
+        """Register a server after discovering it; idempotent (discovers again if already there).
+        `given` supplies task and labels for models whose server has no configuration endpoint."""
+        url = normalise_url(raw_url)
+        server = await discover(url, self._timeout, given or {})
+        if not server.available:
+            raise UnreachableServer(f"{url}: {server.error}")
+        async with self._lock:
+            self._servers[url] = server
+            await asyncio.to_thread(self._write)
+        return server
+
+    async def remove(self, raw_url: str) -> None:
+        async with self._lock:
+            del self._servers[self.get(raw_url).url]
+            await asyncio.to_thread(self._write)
+
+    async def remove_all(self) -> None:
+        async with self._lock:
+            self._servers.clear()
+            await asyncio.to_thread(self._write)
+
+    async def refresh(self, only_unavailable: bool = False) -> None:
+        """Discover registered servers again (concurrently); keeps what was known of those still down."""
+        targets = [s for s in self._servers.values() if not (only_unavailable and s.available)]
+        found = await asyncio.gather(*(discover(s.url, self._timeout, s.given) for s in targets))
+        async with self._lock:
+            changed = False
+            for server in found:
+                previous = self._servers.get(server.url)
+                if previous is None:
+                    continue  # removed meanwhile
+                if server.available:
+                    if not previous.available:
+                        logger.info("inference server %s is available", server.url)
+                    changed = changed or previous.models != server.models or previous.protocol != server.protocol
+                    self._servers[server.url] = server
+                else:
+                    if previous.available:
+                        logger.warning("inference server %s is unavailable: %s", server.url, server.error)
+                    previous.available, previous.error = False, server.error
+            if changed:
+                await asyncio.to_thread(self._write)
+
+    def mark_unavailable(self, url: str, error: str) -> None:
+        server = self._servers.get(url)
+        if server is not None:
+            if server.available:
+                logger.warning("inference server %s marked unavailable: %s", url, error)
+            server.available, server.error = False, error
+
+    async def keep_discovering(self, interval_s: float) -> None:
+        """Background task: servers that were down are tried again every `interval_s`."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.refresh(only_unavailable=True)
+            except Exception:  # a discovery bug must not end the loop that brings servers back
+                logger.exception("re-discovery failed")
+
+
+def _first_problem(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        return f"{'.'.join(map(str, error['loc'])) or 'the file'}: {error['msg']}"
+    return str(exc)

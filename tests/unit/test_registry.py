@@ -1,0 +1,69 @@
+"""The registry file: BMW's shape read as it is, ours written whole, malformed entries survived."""
+
+import json
+import stat
+
+import pytest
+
+from anonymization_api.errors import AnonymisationError
+from anonymization_api.registry import ModelInfo, Protocol, Registry, ServerInfo
+from anonymizer_shared.wire import Task
+
+
+def registry_at(path) -> Registry:
+    registry = Registry(path, discovery_timeout_s=1)
+    registry.load()
+    return registry
+
+
+def test_a_missing_file_is_an_empty_registry_written_readable(tmp_path):
+    path = tmp_path / "jsonFiles" / "url_configuration.json"
+    assert registry_at(path).servers() == []
+    assert json.loads(path.read_text())["urls"] == []
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # a BMW container's user reads it
+
+
+def test_bmw_file_as_it_is(tmp_path):
+    path = tmp_path / "url_configuration.json"
+    path.write_text(json.dumps({"urls": ["127.0.0.1:8081", "http://127.0.0.1:8090/"]}))
+    servers = registry_at(path).servers()
+    assert [server.url for server in servers] == ["http://127.0.0.1:8081/", "http://127.0.0.1:8090/"]
+    assert all(not server.available and server.models == {} for server in servers)
+
+
+def test_what_discovery_found_survives_a_restart(tmp_path):
+    path = tmp_path / "url_configuration.json"
+    registry = registry_at(path)
+    model = ModelInfo("centerface", Task.DETECTION, ("face",), {"score_threshold": 0.1}, {"strict": {"flip": "all"}})
+    given = ModelInfo("ovms_face", Task.DETECTION, ("face",))
+    registry._servers["http://127.0.0.1:8081/"] = ServerInfo(
+        "http://127.0.0.1:8081/", Protocol.OIP, {"centerface": model}, available=True, given={"ovms_face": given}
+    )
+    registry._write()
+    (server,) = registry_at(path).servers()
+    assert server.protocol is Protocol.OIP and server.models == {"centerface": model}
+    assert server.given == {"ovms_face": given}
+    assert not server.available  # known, but checked again before it is used
+
+
+def test_a_server_record_without_task_is_rediscovered_not_a_crash(tmp_path):
+    path = tmp_path / "url_configuration.json"
+    servers = {"http://127.0.0.1:1/": {"protocol": "oip", "models": {"m": {"labels": ["face"]}}}}
+    path.write_text(json.dumps({"urls": ["http://127.0.0.1:1/"], "servers": servers}))
+    (server,) = registry_at(path).servers()
+    assert server.models == {}
+
+
+def test_a_file_of_another_shape_is_named(tmp_path):
+    path = tmp_path / "url_configuration.json"
+    path.write_text('{"urls": "x"}')
+    with pytest.raises(AnonymisationError, match="urls"):
+        registry_at(path)
+
+
+def test_writes_leave_no_temporary_files(tmp_path):
+    path = tmp_path / "url_configuration.json"
+    registry = registry_at(path)
+    for _ in range(3):
+        registry._write()
+    assert [p.name for p in tmp_path.iterdir()] == ["url_configuration.json"]
