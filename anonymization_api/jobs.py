@@ -1,5 +1,5 @@
 """Video jobs: a bounded pool that runs anonymisation in the background, with progress,
-cancellation and results written as BMW did, to `anonymized_videos/<name>_<TIMESTAMP>.mp4`.
+cancellation and results written as BMW did, to `anonymized_videos/Anonymized_<name>_<TIMESTAMP>.mp4`.
 
 Jobs live in memory; a restart forgets them (their finished files stay in the folder). While a
 job runs its output is a hidden `.partial` file beside the result, renamed only on success;
@@ -92,10 +92,19 @@ class Job:
         )
 
 
-def output_name(original: str, when: datetime) -> str:
-    """`<original stem>_<TIMESTAMP>.mp4`, the stem reduced to safe characters."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(original or "video").stem).strip("._") or "video"
-    return f"{stem}_{when.strftime('%Y%m%d_%H%M%S_%f')}.mp4"
+MAX_STEM = 100  # characters of the original name kept in the output's, so any file system takes it
+
+
+def output_path(folder: Path, original: str, when: datetime, taken: set[Path]) -> Path:
+    """BMW's `Anonymized_<name>_<dd_mm_yy_HH_MM_SS>.mp4` in `folder`: <name> is the upload's name up
+    to its first dot, reduced to safe characters; a second video in the same second gets `_2`."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", (original or "video").split(".")[0]).strip("_")[:MAX_STEM] or "video"
+    base = f"Anonymized_{stem}_{when.strftime('%d_%m_%y_%H_%M_%S')}"
+    candidate, number = folder / f"{base}.mp4", 1
+    while candidate in taken or candidate.exists():
+        number += 1
+        candidate = folder / f"{base}_{number}.mp4"
+    return candidate
 
 
 class JobManager:
@@ -127,7 +136,9 @@ class JobManager:
                 retry_after_s=30,
             )
         self._output_dir.mkdir(parents=True, exist_ok=True)
-        job = Job(uuid.uuid4().hex[:12], name, self._output_dir / output_name(name, datetime.now(UTC)), input_path)
+        taken = {job.output for job in self._jobs.values()}
+        output = output_path(self._output_dir, name, datetime.now(), taken)  # local time, as BMW's names
+        job = Job(uuid.uuid4().hex[:12], name, output, input_path)
         self._jobs[job.id] = job
         job.task = asyncio.create_task(self._run(job, work))
         return job

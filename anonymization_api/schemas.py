@@ -1,6 +1,7 @@
 """Pydantic models at the API's edges: the user configuration (BMW's file plus optional
 extensions) and every JSON answer (BMW's envelope around the audit, jobs, servers)."""
 
+import math
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -9,6 +10,10 @@ from anonymization_api.regions import NAMED_PARTS
 from anonymizer_shared.wire import Task
 
 T = TypeVar("T")
+
+PixelBox = tuple[float, float, float, float]
+MAX_MANUAL_BOXES = 256
+MAX_COORDINATE = 100_000
 
 
 class Envelope(BaseModel, Generic[T]):
@@ -48,6 +53,18 @@ class SensitiveInfo(BaseModel):
         "full", description="part of each box to hide: a name or x1, y1, x2, y2 fractions of the box"
     )
     color: tuple[int, int, int] | str = Field((0, 0, 0), description="RGB or #rrggbb, for the solid technique")
+    keep: list[PixelBox] = Field(
+        default_factory=list,
+        max_length=MAX_MANUAL_BOXES,
+        description="boxes [x1, y1, x2, y2] in image pixels to keep visible: a detection whose centre lies in one "
+        "is not hidden (a consenting person, a company's own logo); for segmentation, the mask inside them is left",
+    )
+    hide: list[PixelBox] = Field(
+        default_factory=list,
+        max_length=MAX_MANUAL_BOXES,
+        description="boxes [x1, y1, x2, y2] in image pixels to hide with this entry's technique whatever the model "
+        "found (what the detector missed)",
+    )
 
     _fold = field_validator("inference_type", "anonymization_technique", mode="before")(_casefold)
 
@@ -59,6 +76,16 @@ class SensitiveInfo(BaseModel):
             if not (0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1):
                 raise ValueError("fractions must satisfy 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1")
         return region
+
+    @field_validator("keep", "hide")
+    @classmethod
+    def _valid_boxes(cls, boxes: list[tuple[float, float, float, float]]) -> list[tuple[float, float, float, float]]:
+        for x1, y1, x2, y2 in boxes:
+            if not all(math.isfinite(v) and 0 <= v <= MAX_COORDINATE for v in (x1, y1, x2, y2)):
+                raise ValueError(f"box coordinates must be pixels from 0 to {MAX_COORDINATE}")
+            if not (x1 < x2 and y1 < y2):
+                raise ValueError("a box is [x1, y1, x2, y2] with x1 < x2 and y1 < y2")
+        return boxes
 
     @field_validator("color")
     @classmethod
@@ -92,6 +119,7 @@ class RegionAudit(BaseModel):
     score: float | None = None
     outline: list[list[int]] | None = Field(None, description="the rectangle each shape was drawn in, not cut")
     pixels: int | None = Field(None, description="pixels of a segmentation region fully hidden")
+    source: Literal["hide"] | None = Field(None, description="'hide' for a box the configuration asked to hide")
 
 
 class EntryAudit(BaseModel):
@@ -100,6 +128,7 @@ class EntryAudit(BaseModel):
     model_name: str
     technique: str
     regions: list[RegionAudit]
+    kept: list[RegionAudit] | None = Field(None, description="detections left visible by the entry's keep boxes")
 
 
 class ImageAudit(BaseModel):

@@ -130,7 +130,7 @@ def request_options(args: argparse.Namespace, is_video: bool) -> dict[str, str]:
 
 def _upload(client: httpx.Client, item: WorkItem, config: str, options: dict[str, str]) -> dict[str, Any]:
     """Post the file with its configuration to the endpoint for its kind; the answer's data."""
-    endpoint, field, expected = ("/anonymize_video", "video", 202) if item.is_video else ("/anonymize", "image", 200)
+    endpoint, field, expected = ("/jobs", "video", 202) if item.is_video else ("/anonymize", "image", 200)
     with item.source.open("rb") as handle:
         response = client.post(
             endpoint,

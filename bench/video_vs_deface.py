@@ -6,7 +6,7 @@ same detector (CenterFace) at the same detection resolution, measured in one run
 The 1080p input is built from the pedestrian video in the shared media (three copies of the
 608x1080 portrait clip side by side, padded to 1920x1080). deface runs from its own package in
 `.bench-venv` (created on first use: deface pulls in opencv-python, which must not replace the
-service's OpenCV). Ours runs end to end: upload to /anonymize_video, the job, the download of the
+service's OpenCV). Ours runs end to end: upload to /jobs, the job, the download of the
 result. Both use CenterFace at threshold 0.2, one scale, blurring, at full 1920x1088 and at
 960x544; the ratio is ours over deface's fps. Target: at least 4x at each resolution. A second
 column detects on every 2nd frame only, tracking filling in (`detection_interval=2`); what that
@@ -86,19 +86,24 @@ def run_ours(api: str, clip: Path, output: Path, detection_size: str | None, int
     with httpx.Client(base_url=api, timeout=600) as client:
         with clip.open("rb") as handle:
             response = client.post(
-                "/anonymize_video",
+                "/jobs",
                 files={
                     "video": (clip.name, handle),
                     "configuration": ("c.json", json.dumps({"sensitive_info": [entry]})),
                 },
                 data={
-                    "wait": "true",
                     "detection_interval": str(interval),
                     **({"detection_size": detection_size} if detection_size else {}),
                 },
             )
         response.raise_for_status()
-        output.write_bytes(client.get(response.json()["data"]["result_url"]).content)
+        job = response.json()["data"]
+        while job["state"] in ("queued", "running"):
+            time.sleep(0.1)
+            job = client.get(job["status_url"]).json()["data"]
+        if job["state"] != "done":
+            raise SystemExit(f"the video job {job['state']}: {job['error']}")
+        output.write_bytes(client.get(job["result_url"]).content)
     return time.perf_counter() - start
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from anonymization_api.configuration import Plan, PlannedEntry
 from anonymization_api.inference import InferenceRouter
-from anonymization_api.regions import Region, apply_regions, box_regions, mask_regions
+from anonymization_api.regions import Region, RegionStyle, apply_regions, box_regions, mask_regions
 from anonymization_api.schemas import EntryAudit, RegionAudit
 from anonymization_api.techniques import TECHNIQUES
 from anonymizer_shared.wire import Task
@@ -72,11 +72,44 @@ def _to_image_size(plan: Plan, results: Results, sent: tuple[int, ...], height: 
 
 
 def entry_detections(entry: PlannedEntry, result: np.ndarray) -> np.ndarray:
-    """The rows (N, 6) of a detection result that belong to `entry`: its class, above its threshold."""
+    """The rows (N, 6) of a detection result that `entry` hides: its class, above its threshold,
+    not centred in one of its keep boxes."""
+    dets = _class_rows(entry, result)
+    return dets[~_kept(entry, dets)]
+
+
+def _class_rows(entry: PlannedEntry, result: np.ndarray) -> np.ndarray:
     dets = result[result[:, 5].astype(np.int64) == entry.class_index]
     if entry.info.score_threshold is not None:
         dets = dets[dets[:, 4] >= entry.info.score_threshold]
     return dets
+
+
+def _kept(entry: PlannedEntry, dets: np.ndarray) -> np.ndarray:
+    """Per row, whether its centre lies in one of the entry's keep boxes."""
+    if not entry.info.keep or not len(dets):
+        return np.zeros(len(dets), bool)
+    keep = np.asarray(entry.info.keep, np.float32)
+    cx, cy = (dets[:, 0] + dets[:, 2]) / 2, (dets[:, 1] + dets[:, 3]) / 2
+    inside = (keep[:, 0] <= cx[:, None]) & (cx[:, None] <= keep[:, 2])
+    inside &= (keep[:, 1] <= cy[:, None]) & (cy[:, None] <= keep[:, 3])
+    return inside.any(axis=1)
+
+
+def entry_mask(entry: PlannedEntry, label_map: np.ndarray) -> np.ndarray:
+    """The (H, W) bool mask `entry` hides in a label map: its class, less its keep boxes."""
+    mask = label_map == entry.class_index
+    for x1, y1, x2, y2 in entry.info.keep:
+        mask[int(y1) : int(np.ceil(y2)), int(x1) : int(np.ceil(x2))] = False
+    return mask
+
+
+def manual_regions(entry: PlannedEntry, width: int, height: int) -> list[Region]:
+    """The entry's hide boxes as regions: exactly the box, with the entry's soft edge."""
+    if not entry.info.hide:
+        return []
+    rows = np.asarray([[*box, 1.0, entry.class_index] for box in entry.info.hide], np.float32)
+    return box_regions(rows, RegionStyle(feather=entry.style.feather), width, height)
 
 
 def hide(image: np.ndarray, entry: PlannedEntry, regions: list[Region]) -> None:
@@ -85,35 +118,48 @@ def hide(image: np.ndarray, entry: PlannedEntry, regions: list[Region]) -> None:
     apply_regions(image, regions, technique, entry.info.anonymization_degree, entry.options)
 
 
-def entry_regions(
-    entry: PlannedEntry, result: np.ndarray, width: int, height: int
-) -> tuple[list[Region], list[RegionAudit]]:
+def _detection_audit(row: np.ndarray, hidden: list[Region], shape: str) -> RegionAudit:
+    return RegionAudit(
+        box=[round(float(v), 1) for v in row[:4]],
+        score=round(float(row[4]), 4),
+        hidden=[[r.x1, r.y1, r.x2, r.y2] for r in hidden],
+        outline=[list(r.outline) for r in hidden],  # box_regions sets every outline
+        shape=shape,
+    )
+
+
+def entry_regions(entry: PlannedEntry, result: np.ndarray, width: int, height: int) -> tuple[list[Region], EntryAudit]:
     """The regions one entry hides in one image, and their audit record."""
+    regions: list[Region] = []
+    audit = EntryAudit(
+        entry=entry.index,
+        class_name=entry.info.class_name,
+        model_name=entry.model.name,
+        technique=entry.info.anonymization_technique,
+        regions=[],
+    )
     if entry.model.task is Task.DETECTION:
-        regions, audit = [], []
-        for row in entry_detections(entry, result):
+        rows = _class_rows(entry, result)
+        kept = _kept(entry, rows)
+        for row in rows[~kept]:
             hidden = box_regions(row[None], entry.style, width, height)
             regions.extend(hidden)
-            audit.append(
-                RegionAudit(
-                    box=[round(float(v), 1) for v in row[:4]],
-                    score=round(float(row[4]), 4),
-                    hidden=[[r.x1, r.y1, r.x2, r.y2] for r in hidden],
-                    outline=[list(r.outline) for r in hidden],  # box_regions sets every outline
-                    shape=entry.style.shape,
-                )
+            audit.regions.append(_detection_audit(row, hidden, entry.style.shape))
+        if entry.info.keep:
+            audit.kept = [_detection_audit(row, [], entry.style.shape) for row in rows[kept]]
+    else:
+        for region in mask_regions(entry_mask(entry, result), entry.style):
+            regions.append(region)
+            box = [region.x1, region.y1, region.x2, region.y2]
+            audit.regions.append(
+                RegionAudit(box=box, hidden=[box], shape="mask", pixels=int((region.alpha >= 1).sum()))
             )
-        return regions, audit
-    regions = mask_regions(result == entry.class_index, entry.style)
-    audit = [
-        RegionAudit(
-            box=[r.x1, r.y1, r.x2, r.y2],
-            hidden=[[r.x1, r.y1, r.x2, r.y2]],
-            shape="mask",
-            pixels=int((r.alpha >= 1).sum()),
+    for region in manual_regions(entry, width, height):
+        regions.append(region)
+        box = [region.x1, region.y1, region.x2, region.y2]
+        audit.regions.append(
+            RegionAudit(box=box, hidden=[box], outline=[list(region.outline)], shape="box", source="hide")
         )
-        for r in regions
-    ]
     return regions, audit
 
 
@@ -125,13 +171,5 @@ def anonymise(image: np.ndarray, plan: Plan, results: Results, index: int) -> tu
     for entry in plan.entries:
         regions, found = entry_regions(entry, results[entry.call_key][index], width, height)
         hide(output, entry, regions)
-        audit.append(
-            EntryAudit(
-                entry=entry.index,
-                class_name=entry.info.class_name,
-                model_name=entry.model.name,
-                technique=entry.info.anonymization_technique,
-                regions=found,
-            )
-        )
+        audit.append(found)
     return output, audit

@@ -21,7 +21,7 @@ import numpy as np
 from anonymization_api.configuration import Plan
 from anonymization_api.inference import InferenceRouter
 from anonymization_api.media.video import DecodedBatch, EncoderSettings, VideoInfo, VideoReader, VideoWriter
-from anonymization_api.pipelines.image import entry_detections, hide, localise
+from anonymization_api.pipelines.image import entry_detections, entry_mask, hide, localise, manual_regions
 from anonymization_api.pipelines.progress import Cancelled, Progress
 from anonymization_api.regions import box_regions, mask_regions
 from anonymization_api.tracking import BoxTracker
@@ -64,7 +64,7 @@ def render(record: FrameRecord, plan: Plan) -> np.ndarray:
             found = record.boxes.get(entry.index) or []
             dets = np.concatenate(found) if found else NO_DETECTIONS
             regions = box_regions(dets, entry.style, width, height)
-        hide(image, entry, regions)
+        hide(image, entry, regions + manual_regions(entry, width, height))
     return image
 
 
@@ -166,7 +166,7 @@ def _localised(
     for entry in plan.entries:
         if entry.model.task is Task.SEGMENTATION:
             if position is not None:
-                last_masks[entry.index] = results[entry.call_key][position] == entry.class_index
+                last_masks[entry.index] = entry_mask(entry, results[entry.call_key][position])
             record.masks[entry.index] = last_masks[entry.index]  # masks are not tracked: a skipped frame reuses it
             continue
         dets = NO_DETECTIONS if position is None else entry_detections(entry, results[entry.call_key][position])

@@ -1,4 +1,5 @@
-"""Video endpoints: POST /anonymize_video starts a job; /jobs reports, serves and cancels them."""
+"""Video endpoints: POST /jobs starts a job and /jobs reports, serves and cancels them; POST
+/anonymize_video runs the same work and answers as BMW's API did, once the file is written."""
 
 import asyncio
 import uuid
@@ -7,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from anonymization_api.configuration import parse_configuration, plan
 from anonymization_api.deps import (
@@ -20,27 +21,31 @@ from anonymization_api.deps import (
     read_configuration,
 )
 from anonymization_api.errors import InvalidRequest, PayloadTooLarge
-from anonymization_api.jobs import JobManager, JobNotDone, JobState
+from anonymization_api.inference import InferenceRouter
+from anonymization_api.jobs import Job, JobManager, JobNotDone, JobState
 from anonymization_api.media.video import EncoderSettings, probe
 from anonymization_api.pipelines.video import VideoOptions, anonymise_video
+from anonymization_api.registry import Registry
 from anonymization_api.routes import BINARY, CONFIGURATION_FIELD, DETECTION_SIZE_FIELD, multipart_doc, route
 from anonymization_api.schemas import Envelope, JobDescription
+from anonymization_api.settings import ApiSettings
 from anonymizer_shared.bmw import envelope
 
 router = APIRouter(tags=["videos"])
 
-FORM_DOC = multipart_doc(
+JOB_FIELDS = {
+    "video": BINARY,
+    "configuration": CONFIGURATION_FIELD,
+    "keep_audio": {"type": "boolean", "default": True},
+    "tracking": {"type": "boolean", "default": True},
+    "hold_seconds": {"type": "number", "default": 0.5, "minimum": 0, "maximum": 5},
+    "detection_interval": {"type": "integer", "default": 1, "minimum": 1, "maximum": 10},
+    "detection_size": DETECTION_SIZE_FIELD,
+}
+JOB_FORM_DOC = multipart_doc(["video", "configuration"], JOB_FIELDS)
+BMW_FORM_DOC = multipart_doc(
     ["video", "configuration"],
-    {
-        "video": BINARY,
-        "configuration": CONFIGURATION_FIELD,
-        "keep_audio": {"type": "boolean", "default": True},
-        "tracking": {"type": "boolean", "default": True},
-        "hold_seconds": {"type": "number", "default": 0.5},
-        "detection_interval": {"type": "integer", "default": 1, "minimum": 1, "maximum": 10},
-        "detection_size": DETECTION_SIZE_FIELD,
-        "wait": {"type": "boolean", "default": False},
-    },
+    {**JOB_FIELDS, "wait": {"type": "boolean", "default": True, "description": "false: answer at once with the job"}},
 )
 
 
@@ -95,17 +100,10 @@ async def _save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
     return target
 
 
-@route(
-    router,
-    "POST",
-    "/anonymize_video",
-    summary="Anonymise a video as a background job",
-    openapi_extra=FORM_DOC,
-    response_model=Envelope[JobDescription],
-)
-async def anonymize_video(
-    request: Request, form: FormDep, settings: SettingsDep, registry: RegistryDep, router: RouterDep
-) -> JSONResponse:
+async def _submit(
+    request: Request, form: FormData, settings: ApiSettings, registry: Registry, router: InferenceRouter
+) -> Job:
+    """Validate the form, save the upload and queue its job; nothing stays on disk if that fails."""
     upload = form.get("video")
     if not isinstance(upload, UploadFile):
         raise InvalidRequest("the form field 'video' is missing; send the video as the multipart file 'video'")
@@ -120,25 +118,66 @@ async def anonymize_video(
         batch_size=settings.video_batch_size,
         encoder=EncoderSettings(settings.video_preset, settings.video_crf, settings.encoder_threads),
     )
-    wait = _flag(form, "wait", False)
     source = await _save_upload(upload, settings.uploads_dir, settings.max_video_bytes)
     try:
         info = await asyncio.to_thread(probe, source)
+
+        async def work(output: Path, progress, is_cancelled) -> None:
+            await anonymise_video(source, info, output, the_plan, options, router, progress, is_cancelled)
+
+        return _jobs(request).submit(upload.filename or "video", source, work)
     except BaseException:
         source.unlink(missing_ok=True)
         raise
 
-    async def work(output: Path, progress, is_cancelled) -> None:
-        await anonymise_video(source, info, output, the_plan, options, router, progress, is_cancelled)
 
-    jobs = _jobs(request)
-    job = jobs.submit(upload.filename or "video", source, work)
-    if wait:
-        await jobs.wait(job)
-        if job.state is JobState.FAILED:
-            return JSONResponse(envelope(job.describe().model_dump(), job.error), status_code=job.error_status or 500)
-        return JSONResponse(envelope(job.describe().model_dump()), status_code=200)
-    return JSONResponse(envelope(job.describe().model_dump()), status_code=202, headers={"Location": f"/jobs/{job.id}"})
+def _accepted(job: Job) -> JSONResponse:
+    return JSONResponse(
+        envelope(job.describe().model_dump()), status_code=202, headers={"Location": job.describe().status_url}
+    )
+
+
+@route(
+    router,
+    "POST",
+    "/jobs",
+    summary="Anonymise a video as a job: 202 at once, progress at /jobs/{id}, the result at /jobs/{id}/result",
+    openapi_extra=JOB_FORM_DOC,
+    status_code=202,
+    response_model=Envelope[JobDescription],
+)
+async def create_job(
+    request: Request, form: FormDep, settings: SettingsDep, registry: RegistryDep, router: RouterDep
+) -> JSONResponse:
+    return _accepted(await _submit(request, form, settings, registry, router))
+
+
+@route(
+    router,
+    "POST",
+    "/anonymize_video",
+    summary='Anonymise a video as BMW\'s API does: the answer "Done" comes once the file is written to '
+    "anonymized_videos/Anonymized_<name>_<dd_mm_yy_HH_MM_SS>.mp4; wait=false answers at once, as POST /jobs",
+    openapi_extra=BMW_FORM_DOC,
+    responses={
+        200: {"content": {"application/json": {"schema": {"type": "string", "example": "Done"}}}},
+        202: {"model": Envelope[JobDescription], "description": "with wait=false: the job, as POST /jobs"},
+    },
+)
+async def anonymize_video(
+    request: Request, form: FormDep, settings: SettingsDep, registry: RegistryDep, router: RouterDep
+) -> JSONResponse:
+    wait = _flag(form, "wait", True)
+    job = await _submit(request, form, settings, registry, router)
+    if not wait:
+        return _accepted(job)
+    await _jobs(request).wait(job)
+    if job.state is JobState.DONE:
+        return JSONResponse("Done")
+    status = job.error_status or 500 if job.state is JobState.FAILED else 409
+    return JSONResponse(
+        envelope(job.describe().model_dump(), job.error or f"the job was {job.state.value}"), status_code=status
+    )
 
 
 @route(

@@ -277,3 +277,26 @@ def test_detection_size_enlarges_label_maps_to_the_image(api_url):
     for x1, y1, x2, y2 in lines:
         assert (out[y1:y2, x1:x2] == [255, 0, 0]).all(axis=2).mean() > 0.8
     assert (out[:30] == 255).all()
+
+
+def test_keep_leaves_a_chosen_face_and_hide_covers_what_was_missed(api_url):
+    x1, y1, x2, y2 = GRACE_HOPPER_FACE
+    patch = [10, 300, 90, 380]  # on the flag, far from the face
+    keep = [[x1 - 20, y1 - 20, x2 + 20, y2 + 20]]
+    config = {"sensitive_info": [face_entry(keep=keep, hide=[patch], score_threshold=0.5)]}
+    answer = anonymize(api_url, encode(grace_hopper()), config, detections="include").json()["data"]
+    out = decode(base64.b64decode(answer["image"]))
+    assert region_change(grace_hopper(), out, GRACE_HOPPER_FACE) == 0  # the consenting face is left as it was
+    assert region_change(grace_hopper(), out, tuple(patch)) > 10
+    (entry,) = answer["detections"]
+    assert len(entry["kept"]) == 1 and entry["kept"][0]["score"] > 0.5
+    assert [r.get("source") for r in entry["regions"]] == ["hide"], entry["regions"]
+    untouched = np.ones(out.shape[:2], bool)
+    untouched[patch[1] : patch[3], patch[0] : patch[2]] = False
+    assert np.array_equal(out[untouched], grace_hopper()[untouched])
+
+
+def test_keep_and_hide_are_validated(api_url):
+    bad = {"sensitive_info": [face_entry(keep=[[50, 50, 10, 10]], hide=[[0, 0, "x", 1]])]}
+    problems = anonymize(api_url, encode(grace_hopper()), bad).json()["data"]["problems"]
+    assert {p["field"] for p in problems} == {"keep", "hide"}

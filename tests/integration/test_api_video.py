@@ -3,7 +3,7 @@ videos with a real face moving across them and a sine-tone audio track."""
 
 import itertools
 import json
-import time
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support.api import face_entry
+from tests.support.api import face_entry, wait_job
 from tests.support.images import region_change
 from tests.support.servers import FAST_REDISCOVERY, running
 from tests.support.videos import make_video, read_frames
@@ -20,24 +20,14 @@ from tests.support.videos import make_video, read_frames
 CONFIG = json.dumps({"sensitive_info": [face_entry()]})
 
 
-def submit(api: str, path: Path, config: str = CONFIG, **form) -> httpx.Response:
+def submit(api: str, path: Path, config: str = CONFIG, endpoint: str = "/jobs", **form) -> httpx.Response:
     with path.open("rb") as handle:
         return httpx.post(
-            f"{api}/anonymize_video",
+            f"{api}{endpoint}",
             files={"video": (path.name, handle, "video/mp4"), "configuration": ("c.json", config)},
             data=form,
             timeout=300,
         )
-
-
-def wait_job(api: str, job_id: str, timeout: float = 300, until=lambda job: job["state"] not in ("queued", "running")):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{api}/jobs/{job_id}").json()["data"]
-        if until(job):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not reach the state in time: {job}")
 
 
 def result(api: str, job: dict, tmp_path: Path) -> Path:
@@ -61,7 +51,7 @@ def test_video_keeps_audio_frames_timing_and_hides_every_face(api_url, tmp_path)
     assert response.headers["location"] == f"/jobs/{job_id}"
     job = wait_job(api_url, job_id)
     assert job["state"] == "done" and job["frames_done"] == 45 and job["frames_total"] == 45
-    assert Path(job["output"]).name.startswith("walk_") and job["output"].endswith(".mp4")
+    assert Path(job["output"]).name.startswith("Anonymized_walk_") and job["output"].endswith(".mp4")
     out = result(api_url, job, tmp_path)
     with av.open(str(out)) as container, av.open(str(source.path)) as original:
         video = container.streams.video[0]
@@ -127,11 +117,25 @@ def test_odd_frame_size_is_padded_not_distorted(api_url, tmp_path):
     assert_faces_hidden(source, [frame[:271, :481] for frame in frames])
 
 
-def test_wait_keeps_bmw_synchronous_behaviour_and_range_requests_work(api_url, tmp_path):
+def test_anonymize_video_answers_as_bmw_once_the_file_is_written(single_worker_api, detection_url, tmp_path):
+    api, videos = single_worker_api
+    httpx.post(f"{api}/set_url", data={"url": detection_url}, timeout=60).raise_for_status()
+    source = make_video(tmp_path / "street walk.v2.mp4", frames=10)
+    response = submit(api, source.path, endpoint="/anonymize_video/")
+    assert response.status_code == 200 and response.json() == "Done"
+    (written,) = videos.iterdir()
+    assert re.fullmatch(r"Anonymized_street_walk_\d\d_\d\d_\d\d_\d\d_\d\d_\d\d\.mp4", written.name)
+    frames, _, _ = read_frames(written)
+    assert_faces_hidden(source, frames)
+    later = submit(api, source.path, endpoint="/anonymize_video", wait="false")
+    assert later.status_code == 202 and later.headers["location"] == later.json()["data"]["status_url"]
+
+
+def test_jobs_answer_202_and_serve_the_result_with_range_requests(api_url, tmp_path):
     source = make_video(tmp_path / "sync.mp4", frames=10)
-    response = submit(api_url, source.path, wait="true")
-    assert response.status_code == 200
-    job = response.json()["data"]
+    response = submit(api_url, source.path)
+    assert response.status_code == 202 and response.headers["location"] == f"/jobs/{response.json()['data']['id']}"
+    job = wait_job(api_url, response.json()["data"]["id"])
     assert job["state"] == "done" and Path(job["output"]).is_file()
     partial = httpx.get(f"{api_url}{job['result_url']}", headers={"Range": "bytes=0-99"})
     assert partial.status_code == 206 and len(partial.content) == 100
@@ -139,15 +143,15 @@ def test_wait_keeps_bmw_synchronous_behaviour_and_range_requests_work(api_url, t
 
 
 @pytest.fixture
-def own_api(tmp_path, detection_url):
+def single_worker_api(tmp_path, detection_url):
     """An API of its own (one worker, no queue) so long jobs do not hold up the other tests."""
     env = {**FAST_REDISCOVERY, "ANONYMIZER_API_VIDEO_QUEUE": "0"}
     with running(["serve-api", "--data-dir", str(tmp_path / "data")], "/health", tmp_path / "api.log", env=env) as api:
         yield api, tmp_path / "data" / "anonymized_videos"
 
 
-def test_cancel_removes_partial_output_and_full_queue_answers_429(own_api, detection_url, tmp_path):
-    api, videos = own_api
+def test_cancel_removes_partial_output_and_full_queue_answers_429(single_worker_api, detection_url, tmp_path):
+    api, videos = single_worker_api
     httpx.post(f"{api}/set_url", data={"url": detection_url}, timeout=60).raise_for_status()
     source = make_video(tmp_path / "long.mp4", frames=400, fps=25, size=(640, 360))
     job_id = submit(api, source.path).json()["data"]["id"]
@@ -160,8 +164,8 @@ def test_cancel_removes_partial_output_and_full_queue_answers_429(own_api, detec
     assert httpx.get(f"{api}/jobs/{job_id}/result").status_code == 409
 
 
-def test_fail_closed_when_inference_stops_mid_video(own_api, tmp_path):
-    api, videos = own_api
+def test_fail_closed_when_inference_stops_mid_video(single_worker_api, tmp_path):
+    api, videos = single_worker_api
     source = make_video(tmp_path / "long.mp4", frames=400, fps=25, size=(640, 360))
     with running(["serve-detection"], "/v2/health/ready", tmp_path / "det.log") as doomed:
         httpx.post(f"{api}/set_url", data={"url": doomed}, timeout=60).raise_for_status()

@@ -19,7 +19,7 @@ from anonymizer_shared import wire
 from anonymizer_shared.wire import unpack_detections
 from anonymizer_tools.processes import anonymizer_command, stop, wait_until_ready
 from inference_triton.repository import served_models
-from tests.support.api import anonymize, face_entry, infer
+from tests.support.api import anonymize, face_entry, infer, wait_job
 from tests.support.images import astronaut, encode, grace_hopper, iou, text_image
 from tests.support.servers import PROJECT_ROOT, free_port
 from tests.support.tritonserver import check_tritonserver, fetch_tritonserver
@@ -134,13 +134,12 @@ def video_detections(api: str, url: str, path: Path) -> list[dict]:
     config = json.dumps({"sensitive_info": [face_entry(url=url)]})
     with path.open("rb") as handle:
         response = httpx.post(
-            f"{api}/anonymize_video",
+            f"{api}/jobs",
             files={"video": (path.name, handle, "video/mp4"), "configuration": ("c.json", config)},
-            data={"wait": "true"},
             timeout=300,
         )
-    assert response.status_code == 200, response.text
-    job = response.json()["data"]
+    assert response.status_code == 202, response.text
+    job = wait_job(api, response.json()["data"]["id"])
     assert job["state"] == "done" and job["frames_done"] == job["frames_total"] == 15
     return job["detections"]
 

@@ -1,6 +1,7 @@
 """Clients of our real servers for the tests: the API's /anonymize and an inference server's infer."""
 
 import json
+import time
 
 import httpx
 import numpy as np
@@ -43,3 +44,14 @@ def infer(url: str, model: str, images: np.ndarray, binary: bool, **params) -> d
     outputs = [triton.InferRequestedOutput(name, binary_data=binary) for name in names]
     result = oip_client(url).infer(model, [tensor], outputs=outputs, parameters=params or None)
     return {name: result.as_numpy(name) for name in names}
+
+
+def wait_job(api: str, job_id: str, timeout: float = 300, until=lambda job: job["state"] not in ("queued", "running")):
+    """Poll GET /jobs/{id} until `until(job)` (by default: the job has ended); the job's data."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{api}/jobs/{job_id}").json()["data"]
+        if until(job):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not reach the state in time: {job}")

@@ -1,11 +1,13 @@
 """Video jobs without video: the job manager's states, files and bounds, with stand-in work."""
 
 import asyncio
+import re
+from datetime import datetime
 
 import pytest
 
 from anonymization_api.errors import InferenceUnavailable
-from anonymization_api.jobs import JobManager, JobState, QueueFull
+from anonymization_api.jobs import JobManager, JobState, QueueFull, output_path
 
 
 def upload(tmp_path, name="clip.mp4"):
@@ -29,7 +31,7 @@ def test_a_finished_job_has_its_output_and_no_input_or_partial_left(tmp_path):
 
     job = asyncio.run(scenario())
     assert job.state is JobState.DONE and job.output.read_bytes() == b"anonymised"
-    assert job.output.name.startswith("my_clip_") and job.output.suffix == ".mp4"
+    assert re.fullmatch(r"Anonymized_my_clip_\d\d_\d\d_\d\d_\d\d_\d\d_\d\d\.mp4", job.output.name)
     assert [p.name for p in (tmp_path / "out").iterdir()] == [job.output.name]
     assert not list((tmp_path / "uploads").iterdir())
     described = job.describe()
@@ -84,3 +86,13 @@ def test_beyond_workers_and_queue_the_answer_is_429(tmp_path):
 
     refused = asyncio.run(scenario())
     assert refused.status_code == 429 and refused.retry_after_s > 0
+
+
+def test_output_names_follow_bmw_and_never_collide(tmp_path):
+    when = datetime(2026, 3, 4, 5, 6, 7)
+    first = output_path(tmp_path, "street view.final.MP4", when, set())
+    assert first.name == "Anonymized_street_view_04_03_26_05_06_07.mp4"
+    assert output_path(tmp_path, "street view.final.MP4", when, {first}).name.endswith("_07_2.mp4")
+    long = output_path(tmp_path, "x" * 300 + ".mp4", when, set())
+    assert len(long.name) < 160
+    assert output_path(tmp_path, "../../etc/passwd\x00.mp4", when, set()).parent == tmp_path
