@@ -2,7 +2,9 @@
 before any inference, every problem reported at once; then the inference calls the plan needs,
 one per (server, model) however many entries use it."""
 
+import difflib
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +16,8 @@ from anonymization_api.registry import ModelInfo, Registry, ServerInfo
 from anonymization_api.schemas import SensitiveInfo
 from anonymization_api.techniques import TECHNIQUES, TechniqueOptions
 from anonymizer_shared.wire import Task
+
+logger = logging.getLogger(__name__)
 
 FACE_MASK_SCALE = 1.5
 DEFAULT_MASK_SCALE = 1.15
@@ -41,6 +45,8 @@ class Plan:
     entries: list[PlannedEntry]
     # The parameters of each (server, model) call, merged across the entries that share it.
     calls: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    # What was ignored (unknown fields): shown to the user, never a reason to fail a BMW file.
+    warnings: list[str] = field(default_factory=list)
 
 
 def parse_configuration(raw: bytes | str) -> dict[str, Any]:
@@ -63,7 +69,9 @@ def parse_configuration(raw: bytes | str) -> dict[str, Any]:
 def plan(content: dict[str, Any], registry: Registry) -> Plan:
     problems: list[dict[str, Any]] = []
     entries: list[PlannedEntry] = []
+    warnings: list[str] = []
     for index, raw in enumerate(content["sensitive_info"]):
+        warnings.extend(_unknown_fields(index, raw))
         try:
             info = SensitiveInfo.model_validate(raw)
         except ValidationError as exc:
@@ -77,7 +85,7 @@ def plan(content: dict[str, Any], registry: Registry) -> Plan:
             entries.append(entry)
     if problems:
         raise InvalidConfiguration(problems)
-    result = Plan(entries)
+    result = Plan(entries, warnings=warnings)
     for entry in entries:
         parameters = result.calls.setdefault(entry.call_key, dict(entry.info.model_parameters))
         if entry.info.preset is not None:
@@ -106,15 +114,25 @@ def _problem(index: int | None, field_name: str, value: Any, message: str, choic
     return {"entry": index, "field": field_name, "value": value, "message": text, "choices": choices}
 
 
+def _unknown_fields(index: int, raw: Any) -> list[str]:
+    if not isinstance(raw, dict):
+        return []
+    known = list(SensitiveInfo.model_fields)
+    warnings = []
+    for name in raw:
+        if name not in SensitiveInfo.model_fields:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known fields: {', '.join(known)}"
+            warnings.append(f"entry {index}: unknown field '{str(name)[:64]}' ignored{hint}")
+    return warnings
+
+
 def _schema_problems(index: int, exc: ValidationError) -> list[dict[str, Any]]:
     problems = []
     for error in exc.errors():
         name = str(error["loc"][0]) if error["loc"] else "entry"
         value = error.get("input")
-        if error["type"] == "extra_forbidden":
-            message = f"unknown field '{name}'"
-            choices = list(SensitiveInfo.model_fields)
-        elif error["type"] == "missing":
+        if error["type"] == "missing":
             message, value, choices = f"'{name}' is required", None, None
         else:
             message, choices = f"{name} {value!r}: {error['msg']}", None
@@ -138,6 +156,32 @@ def _matchable_part(raw: Any, exc: ValidationError) -> SensitiveInfo | None:
         )
     except ValidationError:
         return None
+
+
+def _listing(names: list[str]) -> str:
+    return ("model " if len(names) == 1 else "models ") + ", ".join(f"'{name}'" for name in names)
+
+
+def _elsewhere(info: SensitiveInfo, registry: Registry) -> str:
+    """What else could explain a class no model offers: another inference type that offers it, or
+    servers whose models are unknown because discovery got no answer from them."""
+    hints = []
+    for task in Task:
+        names = sorted(
+            {
+                m.name
+                for s in registry.servers()
+                for m in s.models.values()
+                if m.task is task and info.class_name in m.labels
+            }
+        )
+        if task is not info.inference_type and names:
+            hints.append(f"'{info.class_name}' is offered as {task} by {_listing(names)}: set inference_type to {task}")
+    silent = [server for server in registry.servers() if not server.models and not server.available]
+    for server in silent:
+        logger.warning("inference server %s offers no known models: %s", server.url, server.error)
+        hints.append(f"the server {server.url} did not answer discovery ({server.error}), so what it offers is unknown")
+    return "".join(f"; {hint}" for hint in hints) + "; see GET /available_methods/"
 
 
 def _resolve(index: int, info: SensitiveInfo, registry: Registry, problems: list[dict]) -> PlannedEntry | None:
@@ -164,11 +208,8 @@ def _resolve(index: int, info: SensitiveInfo, registry: Registry, problems: list
         labels = sorted(
             {label for s in registry.servers() for m in s.models.values() if m.task is task for label in m.labels}
         )
-        problems.append(
-            _problem(
-                index, "class_name", info.class_name, f"no registered {task} model offers '{info.class_name}'", labels
-            )
-        )
+        message = f"no registered {task} model offers '{info.class_name}'" + _elsewhere(info, registry)
+        problems.append(_problem(index, "class_name", info.class_name, message, labels))
         return None
     if info.url is not None:
         try:
@@ -192,7 +233,9 @@ def _resolve(index: int, info: SensitiveInfo, registry: Registry, problems: list
                     index,
                     "model_name",
                     info.model_name,
-                    f"model '{info.model_name}' does not offer '{info.class_name}'",
+                    f"model '{info.model_name}' does not offer '{info.class_name}' as {task} here; "
+                    f"{_listing(names)} {'does' if len(names) == 1 else 'do'}: set model_name to "
+                    f"{'it' if len(names) == 1 else 'one of them'} or leave model_name out",
                     names,
                 )
             )

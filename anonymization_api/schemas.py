@@ -17,10 +17,10 @@ MAX_COORDINATE = 100_000
 
 
 class Envelope(BaseModel, Generic[T]):
-    """BMW's answer envelope, which its clients read: `data`, `error`, `success`."""
+    """BMW's answer envelope, which its clients read: `data`, `error` (empty on success), `success`."""
 
     data: T | None = None
-    error: str | None = None
+    error: str = ""
     success: bool = True
 
 
@@ -29,9 +29,10 @@ def _casefold(value: Any) -> Any:
 
 
 class SensitiveInfo(BaseModel):
-    """One entry of `sensitive_info`: what to find, and how to hide it."""
+    """One entry of `sensitive_info`: what to find, and how to hide it. Fields it does not know are
+    ignored, as BMW's API ignores them, and reported as warnings (see `configuration.plan`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     class_name: str = Field(min_length=1, description="label to hide, e.g. face, license_plate, text")
     inference_type: Task = Field(description="detection or segmentation")
@@ -139,6 +140,7 @@ class ImageAudit(BaseModel):
     detections: list[EntryAudit]
     media_type: str | None = None
     image: str | None = Field(None, description="the anonymised image, base64")
+    warnings: list[str] | None = Field(None, description="what of the configuration was ignored, e.g. unknown fields")
 
 
 class ModelDescription(BaseModel):
@@ -152,6 +154,10 @@ class ServerDescription(BaseModel):
     available: bool
     error: str | None
     models: dict[str, ModelDescription]
+
+
+class UrlList(BaseModel):
+    urls: list[str]
 
 
 class Health(BaseModel):

@@ -7,8 +7,9 @@ import numpy as np
 
 
 def envelope(data: Any = None, error: str | None = None) -> dict[str, Any]:
-    """BMW's answer envelope `{"data", "error", "success"}`, which its clients read."""
-    return {"data": data, "error": error, "success": error is None}
+    """BMW's answer envelope `{"data", "error", "success"}`, which its clients read; as BMW's,
+    `error` is the empty string on success."""
+    return {"data": data, "error": error or "", "success": error is None}
 
 
 def gray_palette(size: int) -> list[int]:

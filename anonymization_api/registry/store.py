@@ -59,6 +59,9 @@ class Registry:
     def servers(self) -> list[ServerInfo]:
         return list(self._servers.values())
 
+    def is_registered(self, url: str) -> bool:
+        return normalise_url(url) in self._servers
+
     def get(self, url: str) -> ServerInfo:
         try:
             return self._servers[normalise_url(url)]

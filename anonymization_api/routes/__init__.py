@@ -31,3 +31,15 @@ DETECTION_SIZE_FIELD = {
     "example": "960x544",
     "description": "detect on a copy shrunk to fit WIDTHxHEIGHT; the output keeps every pixel",
 }
+
+
+WARNINGS_HEADER = "X-Configuration-Warnings"
+
+
+def warning_header(warnings: list[str]) -> dict[str, str]:
+    """The configuration's warnings as one header (ASCII, bounded), so that clients that read only
+    the image still see them."""
+    if not warnings:
+        return {}
+    text = "; ".join(warnings).encode("ascii", "replace").decode()
+    return {WARNINGS_HEADER: "".join(c if c.isprintable() else "?" for c in text)[:2000]}

@@ -20,7 +20,14 @@ from anonymization_api.deps import (
 from anonymization_api.errors import InvalidRequest
 from anonymization_api.media.images import OutputFormat, encode_image
 from anonymization_api.pipelines.image import anonymise, localise
-from anonymization_api.routes import BINARY, CONFIGURATION_FIELD, DETECTION_SIZE_FIELD, multipart_doc, route
+from anonymization_api.routes import (
+    BINARY,
+    CONFIGURATION_FIELD,
+    DETECTION_SIZE_FIELD,
+    multipart_doc,
+    route,
+    warning_header,
+)
 from anonymization_api.schemas import Envelope, ImageAudit
 from anonymizer_shared.bmw import envelope
 from anonymizer_shared.images import read_image
@@ -79,11 +86,14 @@ async def anonymize(form: FormDep, settings: SettingsDep, registry: RegistryDep,
     output_format = OutputFormat.choose(input_format, form_text(form, "output_format"))
     results = await localise(the_plan, [image], router, detection_size)
     anonymised, audit = await asyncio.to_thread(anonymise, image, the_plan, results, 0)
-    answer = ImageAudit(width=image.shape[1], height=image.shape[0], detections=audit)
+    answer = ImageAudit(
+        width=image.shape[1], height=image.shape[0], detections=audit, warnings=the_plan.warnings or None
+    )
+    headers = warning_header(the_plan.warnings)
     if mode == "only":
-        return JSONResponse(envelope(answer.model_dump(exclude_none=True)))
+        return JSONResponse(envelope(answer.model_dump(exclude_none=True)), headers=headers)
     encoded = await asyncio.to_thread(encode_image, anonymised, output_format, quality)
     if mode == "include":
         answer.media_type, answer.image = output_format.media_type, base64.b64encode(encoded).decode()
-        return JSONResponse(envelope(answer.model_dump(exclude_none=True)))
-    return Response(encoded, media_type=output_format.media_type)
+        return JSONResponse(envelope(answer.model_dump(exclude_none=True)), headers=headers)
+    return Response(encoded, media_type=output_format.media_type, headers=headers)

@@ -11,7 +11,7 @@ from anonymization_api.deps import FormDep, RegistryDep
 from anonymization_api.errors import InvalidRequest
 from anonymization_api.registry import parse_given
 from anonymization_api.routes import multipart_doc, route
-from anonymization_api.schemas import Envelope, Health, ServerDescription
+from anonymization_api.schemas import Envelope, Health, ServerDescription, UrlList
 from anonymization_api.techniques import TECHNIQUES
 from anonymizer_shared.bmw import envelope
 
@@ -40,8 +40,8 @@ def _url_field(form: FormData) -> str:
     router,
     "POST",
     "/set_url",
-    summary="Register an inference server (Open Inference Protocol or BMW)",
-    response_model=Envelope[ServerDescription],
+    summary="Register an inference server (Open Inference Protocol or BMW); what it offers is at GET /servers",
+    response_model=Envelope[str],
     openapi_extra=multipart_doc(["url"], {"url": URL_FIELD, "models": MODELS_FIELD}),
 )
 async def set_url(form: FormDep, registry: RegistryDep) -> dict[str, Any]:
@@ -51,13 +51,21 @@ async def set_url(form: FormDep, registry: RegistryDep) -> dict[str, Any]:
             given = parse_given(json.loads(form["models"]))
         except json.JSONDecodeError as exc:
             raise InvalidRequest(f"models is not valid JSON ({exc})") from exc
-    server = await registry.add(_url_field(form), given)
-    return envelope(server.describe().model_dump())
+    url = _url_field(form)
+    known = registry.is_registered(url)
+    await registry.add(url, given)  # discovers again when known: the answer tells what it offers now
+    return envelope("url already exist" if known else "url added successfully")  # BMW's words
 
 
-@route(router, "GET", "/list_urls", summary="The registered inference servers", response_model=Envelope[list[str]])
+@route(
+    router,
+    "GET",
+    "/list_urls",
+    summary="The registered inference servers, as BMW's url_configuration.json lists them",
+    response_model=Envelope[UrlList],
+)
 async def list_urls(registry: RegistryDep) -> dict[str, Any]:
-    return envelope([server.url for server in registry.servers()])
+    return envelope({"urls": [server.url for server in registry.servers()]})
 
 
 @route(
@@ -80,34 +88,32 @@ async def servers(registry: RegistryDep) -> dict[str, Any]:
     openapi_extra=FORM_DOC,
 )
 async def remove_url(form: FormDep, registry: RegistryDep) -> dict[str, Any]:
-    url = _url_field(form)
-    await registry.remove(url)
-    return envelope(f"{url} removed")
+    await registry.remove(_url_field(form))
+    return envelope("url removed successfully")
 
 
 @route(router, "POST", "/remove_all_urls", summary="Unregister every inference server", response_model=Envelope[str])
 async def remove_all_urls(registry: RegistryDep) -> dict[str, Any]:
     await registry.remove_all()
-    return envelope("all urls removed")
+    return envelope("all urls removed successfully")
 
 
 @route(
     router,
     "GET",
     "/available_methods",
-    summary="Labels -> inference type -> {url: [models]}, with techniques",
-    response_model=Envelope[dict[str, dict[str, Any]]],
+    summary="Every label a configuration may name -> inference type -> {url: [models]}, and its techniques "
+    "(BMW's answer: the bare object, no envelope)",
+    response_model=dict[str, dict[str, Any]],
 )
 async def available_methods(registry: RegistryDep) -> dict[str, Any]:
     methods: dict[str, dict[str, Any]] = {}
     for server in registry.servers():
         for model in server.models.values():
             for label in model.labels:
-                if label == "background":
-                    continue
                 per_label = methods.setdefault(label, {"technique": sorted(TECHNIQUES)})
                 per_label.setdefault(model.task.value, {}).setdefault(server.url, []).append(model.name)
-    return envelope(methods)
+    return methods
 
 
 @route(

@@ -24,6 +24,7 @@ SERVERS = {
         "models": {
             "centerface": {"task": "detection", "labels": ["face"]},
             "license_plate": {"task": "detection", "labels": ["license_plate"]},
+            "person": {"task": "detection", "labels": ["person"]},
         },
     },
     SEGMENTATION: {
@@ -64,7 +65,7 @@ def test_configuration_errors_all_at_once(api):
             },
             face_entry(model_name="yolo"),
             face_entry(url="http://127.0.0.1:1/"),
-            face_entry(colour="red"),
+            face_entry(colour="red", score_threshold=7),
             {
                 "class_name": "face",
                 "inference_type": "segmentation",
@@ -82,7 +83,7 @@ def test_configuration_errors_all_at_once(api):
     assert (0, "anonymization_degree") in by_entry
     assert by_entry[(1, "model_name")]["choices"] == ["centerface"]
     assert by_entry[(2, "url")]["value"] == "http://127.0.0.1:1/"
-    assert by_entry[(3, "colour")]["message"].startswith("entry 3: unknown field 'colour'")
+    assert (3, "colour") not in by_entry and (3, "score_threshold") in by_entry  # unknown fields only warn
     assert "text" in by_entry[(4, "class_name")]["choices"]  # what segmentation does offer
 
 
@@ -154,3 +155,28 @@ def test_openapi_declares_the_answers(api):
     assert {"ServerDescription", "JobDescription", "ImageAudit"} <= names
     listed = schema["paths"]["/list_urls"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert "$ref" in listed
+
+
+def test_bmw_sample_files_are_told_what_to_do(api):
+    """BMW's own sample configurations name models this stack does not have."""
+    yolo = {"model_name": "yolo", "class_name": "person", "anonymization_technique": "blackening",
+            "inference_type": "detection", "anonymization_degree": 1}  # fmt: skip
+    (problem,) = anonymize(api, encode(grace_hopper()), {"sensitive_info": [yolo]}).json()["data"]["problems"]
+    assert problem["field"] == "model_name" and "model 'person'" in problem["message"]
+    assert "leave model_name out" in problem["message"] and problem["choices"] == ["person"]
+    sample = {**yolo, "model_name": "sample_model", "inference_type": "segmentation"}
+    (problem,) = anonymize(api, encode(grace_hopper()), {"sensitive_info": [sample]}).json()["data"]["problems"]
+    assert problem["field"] == "class_name"
+    assert "offered as detection by model 'person'" in problem["message"]
+    assert "/available_methods/" in problem["message"]
+
+
+def test_a_server_that_never_answered_is_named_when_nothing_offers_a_class(tmp_path):
+    silent = f"http://127.0.0.1:{free_port()}/"
+    (tmp_path / "jsonFiles").mkdir()
+    (tmp_path / "jsonFiles" / "url_configuration.json").write_text(json.dumps({"urls": [silent]}))
+    settings = ApiSettings(data_dir=tmp_path, discovery_timeout_s=0.5, rediscover_interval_s=60)
+    with TestClient(create_app(settings)) as client:
+        answer = anonymize(client, encode(grace_hopper()), CONFIG)
+    (problem,) = answer.json()["data"]["problems"]
+    assert silent in problem["message"] and "did not answer discovery" in problem["message"]

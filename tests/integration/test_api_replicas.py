@@ -26,7 +26,7 @@ def test_requests_spread_over_replicas_and_skip_a_failing_one(tmp_path):
     ):
         for replica in (first, second):
             httpx.post(f"{api_url}/set_url", data={"url": replica}, timeout=60).raise_for_status()
-        methods = httpx.get(f"{api_url}/available_methods").json()["data"]
+        methods = httpx.get(f"{api_url}/available_methods").json()
         assert set(methods["face"]["detection"]) == {first + "/", second + "/"}
         for _ in range(6):
             assert anonymize(api_url, image, config).status_code == 200

@@ -110,7 +110,7 @@ def test_requests_of_different_sizes_and_a_bad_one_together(triton_url):
 
 
 def test_registered_triton_is_offered_for_faces(api_with_triton, triton_url):
-    methods = httpx.get(f"{api_with_triton}/available_methods").json()["data"]
+    methods = httpx.get(f"{api_with_triton}/available_methods").json()
     assert "centerface" in methods["face"]["detection"][f"{triton_url}/"]
     assert "ppocr_text_seg" in methods["text"]["segmentation"][f"{triton_url}/"]
 

@@ -55,3 +55,10 @@ def wait_job(api: str, job_id: str, timeout: float = 300, until=lambda job: job[
             return job
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} did not reach the state in time: {job}")
+
+
+def server_description(api_url: str, server_url: str) -> dict:
+    """What the API's GET /servers says of one registered server."""
+    listed = httpx.get(f"{api_url}/servers").json()["data"]
+    (found,) = [server for server in listed if server["url"] == server_url.rstrip("/") + "/"]
+    return found
