@@ -5,6 +5,7 @@ one per (server, model) however many entries use it."""
 import difflib
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,13 +50,17 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
 
 
-def parse_configuration(raw: bytes | str) -> dict[str, Any]:
+def parse_configuration(raw: bytes | str, max_entries: int = 64) -> dict[str, Any]:
     """The configuration's JSON object, or a 422 naming what is wrong with it."""
     try:
-        content = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        content = json.loads(raw, parse_constant=_no_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
         raise InvalidConfiguration(
             [_problem(None, "configuration", None, f"the configuration is not valid JSON ({exc})")]
+        ) from exc
+    except RecursionError as exc:
+        raise InvalidConfiguration(
+            [_problem(None, "configuration", None, "the configuration is nested too deeply to be one")]
         ) from exc
     if not isinstance(content, dict) or not isinstance(content.get("sensitive_info"), list):
         raise InvalidConfiguration(
@@ -63,10 +68,21 @@ def parse_configuration(raw: bytes | str) -> dict[str, Any]:
         )
     if not content["sensitive_info"]:
         raise InvalidConfiguration([_problem(None, "sensitive_info", [], "sensitive_info lists nothing to hide")])
+    if len(content["sensitive_info"]) > max_entries:
+        count = len(content["sensitive_info"])
+        message = f"sensitive_info has {count} entries, more than the {max_entries} allowed; combine entries"
+        raise InvalidConfiguration([_problem(None, "sensitive_info", count, message)])
     return content
 
 
-def plan(content: dict[str, Any], registry: Registry) -> Plan:
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def plan(content: dict[str, Any], registry: Registry, defaults: dict[str, str] | None = None) -> Plan:
+    """Every entry matched to servers and a model, or a 422 listing every problem; `defaults`
+    names the model to use per label where several offer it."""
+    defaults = defaults or {}
     problems: list[dict[str, Any]] = []
     entries: list[PlannedEntry] = []
     warnings: list[str] = []
@@ -78,9 +94,9 @@ def plan(content: dict[str, Any], registry: Registry) -> Plan:
             problems.extend(_schema_problems(index, exc))
             partial = _matchable_part(raw, exc)
             if partial is not None:  # still report what the registry says of the fields that are fine
-                _resolve(index, partial, registry, problems)
+                _resolve(index, partial, registry, problems, [], defaults)
             continue
-        entry = _resolve(index, info, registry, problems)
+        entry = _resolve(index, info, registry, problems, warnings, defaults)
         if entry is not None:
             entries.append(entry)
     if problems:
@@ -111,7 +127,17 @@ def _merge_threshold(parameters: dict[str, Any], entry: PlannedEntry) -> None:
 def _problem(index: int | None, field_name: str, value: Any, message: str, choices: list | None = None) -> dict:
     where = f"entry {index}: " if index is not None else ""
     text = where + message + (f"; valid: {choices}" if choices is not None else "")
-    return {"entry": index, "field": field_name, "value": value, "message": text, "choices": choices}
+    return {"entry": index, "field": field_name, "value": _echo(value), "message": text, "choices": choices}
+
+
+def _echo(value: Any) -> Any:
+    """A value sent back in a problem: JSON-safe (no NaN or infinity) and short."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value[:200] if isinstance(value, str) else value
+    text = json.dumps(value, default=str)
+    return value if len(text) <= 500 and "NaN" not in text and "Infinity" not in text else text[:200]
 
 
 def _unknown_fields(index: int, raw: Any) -> list[str]:
@@ -184,8 +210,16 @@ def _elsewhere(info: SensitiveInfo, registry: Registry) -> str:
     return "".join(f"; {hint}" for hint in hints) + "; see GET /available_methods/"
 
 
-def _resolve(index: int, info: SensitiveInfo, registry: Registry, problems: list[dict]) -> PlannedEntry | None:
-    """Match an entry to registered servers and a model; records problems and returns None if it can't."""
+def _resolve(
+    index: int,
+    info: SensitiveInfo,
+    registry: Registry,
+    problems: list[dict],
+    warnings: list[str],
+    defaults: dict[str, str],
+) -> PlannedEntry | None:
+    """Match an entry to registered servers and a model; records problems and returns None if it can't.
+    Where several models offer the class, `defaults` (label -> model) chooses, else the first registered."""
     found = len(problems)
     if info.anonymization_technique not in TECHNIQUES:
         problems.append(
@@ -243,16 +277,31 @@ def _resolve(index: int, info: SensitiveInfo, registry: Registry, problems: list
         offering = by_name
     names = sorted({m.name for _, m in offering})
     if len(names) > 1:
-        problems.append(
-            _problem(
-                index, "model_name", None, f"several models offer '{info.class_name}'; name one in model_name", names
+        chosen = defaults.get(info.class_name)
+        if chosen not in names:
+            chosen = offering[0][1].name  # the model of the server registered first: an admin's first choice
+            warnings.append(
+                f"entry {index}: several models offer '{info.class_name}' ({', '.join(names)}); using '{chosen}', "
+                "the first registered; name one in model_name, or an administrator sets the default per label "
+                "(ANONYMIZER_API_DEFAULT_MODELS)"
             )
-        )
-        return None
+        offering = [(s, m) for s, m in offering if m.name == chosen]
     # Servers offering the same model are replicas; available ones first, and the model's
     # defaults and presets are read from one of those: a replica that is down may be stale.
     offering.sort(key=lambda pair: not pair[0].available)
     model = offering[0][1]
+    accepted = set(model.defaults) | {"preset"}
+    unknown = sorted(set(info.model_parameters) - accepted) if model.defaults else []
+    if unknown:
+        problems.append(
+            _problem(
+                index,
+                "model_parameters",
+                unknown,
+                f"model '{model.name}' takes no parameter {', '.join(repr(name) for name in unknown)}",
+                sorted(model.defaults),
+            )
+        )
     if info.preset is not None and info.preset not in model.presets:
         problems.append(
             _problem(

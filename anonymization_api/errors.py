@@ -3,21 +3,25 @@
 AnonymisationError                   500
  ├── InvalidRequest                  400  (a missing field, unreadable upload)
  │    └── InvalidMedia               400  (bytes that are not an image or video we can read)
+ ├── Unauthenticated                 401  (auth: no key, or an unknown one)
+ ├── Forbidden                       403  (auth: a user key where an admin key is needed)
  ├── UnknownRegistration             404  (a URL that is not registered)
  ├── UnreachableServer               400  (/set_url: nothing answers there, or neither protocol)
  ├── PayloadTooLarge                 413
  ├── UnsupportedMedia                415
  ├── InvalidConfiguration            422  (every problem of a configuration, at once)
- └── InferenceError                  502  (an inference server answered with an error)
+ └── InferenceError                  502  (an inference server answered with an error, or nonsense)
+      ├── InferenceRejected          422  (it refused the request's own parameters)
       ├── InferenceUnavailable       503  (it cannot be reached)
       └── InferenceTimeout           504  (it did not answer in time)
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 class AnonymisationError(Exception):
     status_code = 500
+    headers: ClassVar[dict[str, str]] = {}  # sent with the error answer
 
 
 class InvalidRequest(AnonymisationError):
@@ -57,6 +61,10 @@ class InvalidConfiguration(AnonymisationError):
 
 class InferenceError(AnonymisationError):
     status_code = 502
+
+
+class InferenceRejected(InferenceError):
+    status_code = 422
 
 
 class InferenceUnavailable(InferenceError):

@@ -7,11 +7,14 @@ import logging
 import shutil
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from anonymization_api.admission import Admission
+from anonymization_api.auth import KeyRing, check_exposure, require_user
 from anonymization_api.errors import AnonymisationError, InvalidConfiguration
 from anonymization_api.inference import InferenceRouter
 from anonymization_api.jobs import JobManager, QueueFull
@@ -19,7 +22,7 @@ from anonymization_api.registry import Registry
 from anonymization_api.routes import images, registry, videos
 from anonymization_api.settings import ApiSettings, get_settings
 from anonymizer_shared.bmw import envelope
-from anonymizer_shared.http import BodyLimit
+from anonymizer_shared.http import BodyLimit, SameOriginOnly
 from anonymizer_shared.images import ImageError
 
 logger = logging.getLogger(__name__)
@@ -28,6 +31,8 @@ VERSION = "0.1.0"
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    keys = KeyRing.from_settings(settings.admin_keys, settings.user_keys, settings.keys_file)
+    check_exposure(settings.host, keys, settings.allow_anonymous_remote)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -36,6 +41,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         await the_registry.refresh()
         app.state.registry = the_registry
         app.state.router = InferenceRouter(the_registry, settings.inference_timeout_s, settings.shared_memory)
+        app.state.admission = Admission(settings.images_at_once, settings.images_waiting, settings.requests_per_key)
         app.state.jobs = JobManager(settings.videos_dir, settings.video_workers, settings.video_queue)
         rediscovery = asyncio.create_task(the_registry.keep_discovering(settings.rediscover_interval_s))
         try:
@@ -56,17 +62,29 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.keys = keys
     app.include_router(registry.router)
-    app.include_router(images.router)
-    app.include_router(videos.router)
+    app.include_router(images.router, dependencies=[Depends(require_user)])
+    app.include_router(videos.router, dependencies=[Depends(require_user)])
     _add_error_handlers(app)
+    origins = [origin.strip().rstrip("/") for origin in settings.cors_origins.split(",") if origin.strip()]
+    app.add_middleware(SameOriginOnly, allowed=frozenset(origins), respond=_respond)
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"])
     # the form's other fields and multipart framing come on top of the largest upload
+    framing = 2 * 1024 * 1024
+    video_limit = settings.max_video_bytes + framing
     app.add_middleware(
         BodyLimit,
-        max_bytes=settings.max_upload_bytes + 2 * 1024 * 1024,
-        respond=lambda _path, status, text: _error(status, text),
+        max_bytes=settings.max_upload_bytes + framing,
+        per_path={path: video_limit for path in ("/jobs", "/jobs/", "/anonymize_video", "/anonymize_video/")},
+        respond=_respond,
     )
     return app
+
+
+def _respond(_path: str, status: int, message: str) -> JSONResponse:
+    return _error(status, message)
 
 
 def _error(status: int, message: str, data=None) -> JSONResponse:
@@ -88,7 +106,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def _ours(request: Request, exc: AnonymisationError) -> JSONResponse:
         if exc.status_code >= 500:
             logger.warning("%s %s: %s", request.method, request.url.path, exc)
-        return _error(exc.status_code, str(exc))
+        response = _error(exc.status_code, str(exc))
+        response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(ImageError)
     async def _image(request: Request, exc: ImageError) -> JSONResponse:
@@ -101,7 +121,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+        response = _error(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # 405 carries Allow
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

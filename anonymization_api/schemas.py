@@ -2,7 +2,7 @@
 extensions) and every JSON answer (BMW's envelope around the audit, jobs, servers)."""
 
 import math
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -12,6 +12,8 @@ from anonymizer_shared.wire import Task
 T = TypeVar("T")
 
 PixelBox = tuple[float, float, float, float]
+ParameterName = Annotated[str, Field(max_length=64)]
+ParameterValue = Annotated[str, Field(max_length=256)] | int | float | bool
 MAX_MANUAL_BOXES = 256
 MAX_COORDINATE = 100_000
 
@@ -32,17 +34,23 @@ class SensitiveInfo(BaseModel):
     """One entry of `sensitive_info`: what to find, and how to hide it. Fields it does not know are
     ignored, as BMW's API ignores them, and reported as warnings (see `configuration.plan`)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
-    class_name: str = Field(min_length=1, description="label to hide, e.g. face, license_plate, text")
+    class_name: str = Field(min_length=1, max_length=256, description="label to hide, e.g. face, license_plate, text")
     inference_type: Task = Field(description="detection or segmentation")
-    anonymization_technique: str = Field(description="a technique listed by GET /available_methods")
+    anonymization_technique: str = Field(max_length=64, description="a technique listed by GET /available_methods")
     anonymization_degree: float = Field(ge=0.0, le=1.0, description="0 leaves pixels unchanged, 1 is irreversible")
-    model_name: str | None = Field(None, description="optional where one model offers the class")
-    url: str | None = Field(None, description="optional where one server offers the model")
-    preset: str | None = Field(None, description="a named parameter set of the model, e.g. strict or balanced")
-    model_parameters: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description="request parameters passed to the model as they are, e.g. {'scales': '1'}"
+    model_name: str | None = Field(None, max_length=256, description="optional where one model offers the class")
+    url: str | None = Field(None, max_length=2048, description="optional where one server offers the model")
+    preset: str | None = Field(
+        None, max_length=64, description="a named parameter set of the model, e.g. strict or balanced"
+    )
+    model_parameters: dict[
+        Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)] | int | float | bool
+    ] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="request parameters passed to the model as they are, e.g. {'scales': '1'}",
     )
     score_threshold: float | None = Field(None, ge=0.0, le=1.0, description="minimum detection score")
     mask_scale: float | None = Field(

@@ -15,6 +15,13 @@ class ApiSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(4343, ge=0, le=65535)
+    admin_keys: str = Field("", description="comma-separated API keys (or sha256:<hex> of each) of administrators")
+    user_keys: str = Field("", description="comma-separated API keys (or sha256:<hex> of each) of users")
+    keys_file: Path | None = Field(None, description="a file of lines 'admin KEY' or 'user KEY' (KEY may be sha256:)")
+    allow_anonymous_remote: bool = Field(
+        False, description="listen beyond loopback without API keys (only behind a proxy that authenticates)"
+    )
+    cors_origins: str = Field("", description="comma-separated origins whose pages may call the API; none by default")
     data_dir: Path = Field(PROJECT_ROOT, description="holds jsonFiles/url_configuration.json and anonymized_videos/")
     inference_timeout_s: float = Field(60.0, gt=0, description="time allowed for one inference call")
     shared_memory: bool = Field(
@@ -22,8 +29,20 @@ class ApiSettings(BaseSettings):
     )
     discovery_timeout_s: float = Field(5.0, gt=0, description="time allowed for each discovery request")
     rediscover_interval_s: float = Field(10.0, gt=0, description="how often unavailable servers are tried again")
-    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
-    max_image_pixels: int = Field(50_000_000, ge=1)
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1, description="largest image upload")
+    # 36 MP holds an 8K frame (33 MP); the decoded image costs 3 bytes a pixel, several times over
+    max_image_pixels: int = Field(36_000_000, ge=1, description="largest image, width x height")
+    images_at_once: int = Field(4, ge=1, description="images anonymised at once; more wait")
+    images_waiting: int = Field(16, ge=0, description="images that may wait; beyond it: 503 with Retry-After")
+    requests_per_key: int = Field(8, ge=1, description="requests one API key may have in progress; beyond: 429")
+    default_models: dict[str, str] = Field(
+        default_factory=dict,
+        description='label -> model used where several registered models offer the label, e.g. {"face": "centerface"}',
+    )
+    max_configuration_entries: int = Field(64, ge=1, description="entries of sensitive_info at most")
+    max_video_pixels: int = Field(3840 * 2160, ge=1, description="largest video frame, width x height")
+    max_video_seconds: float = Field(4 * 3600, gt=0, description="longest video")
+    max_video_frames: int = Field(1_000_000, ge=1, description="most frames in a video")
     jpeg_quality: int = Field(95, ge=1, le=100, description="default quality of JPEG and WebP output")
     max_video_bytes: int = Field(8 * 1024**3, ge=1, description="largest video upload")
     video_workers: int = Field(1, ge=1, description="video jobs run at once")

@@ -1,5 +1,6 @@
 """HTTP rules every service of the product follows: a request body is bounded on the stream, so
-neither a false Content-Length nor a chunked upload gets more bytes in than the limit."""
+neither a false Content-Length nor a chunked upload gets more bytes in than the limit; and pages
+of other sites cannot make a visitor's browser call the service."""
 
 from collections.abc import Callable
 
@@ -16,13 +17,16 @@ Responder = Callable[[str, int, str], Response]
 
 
 class BodyLimit:
-    """ASGI middleware: 413 before reading a body whose Content-Length exceeds `max_bytes`, and
-    `BodyTooLarge` from `receive` once more bytes than that have arrived, answered as 413 where
-    the answer has not started yet."""
+    """ASGI middleware: 413 before reading a body whose Content-Length exceeds the path's limit
+    (`per_path`, else `max_bytes`), and `BodyTooLarge` from `receive` once more bytes than that have
+    arrived, answered as 413 where the answer has not started yet."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, respond: Responder) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, respond: Responder, per_path: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}  # paths that take larger bodies (video uploads)
         self.respond = respond
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -30,9 +34,10 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
+        limit = self.per_path.get(path, self.max_bytes)
         length = dict(scope["headers"]).get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.max_bytes:
-            message = f"request body of {int(length)} bytes exceeds the limit of {self.max_bytes} bytes"
+        if length.isdigit() and int(length) > limit:
+            message = f"request body of {int(length)} bytes exceeds the limit of {limit} bytes"
             await self.respond(path, 413, message)(scope, receive, send)
             return
         received = 0
@@ -43,8 +48,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes")
+                if received > limit:
+                    raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
             return message
 
         async def watched_send(message: Message) -> None:
@@ -58,3 +63,25 @@ class BodyLimit:
             if started:
                 raise
             await self.respond(path, 413, str(exc))(scope, receive, send)
+
+
+class SameOriginOnly:
+    """ASGI middleware: 403 for a request a browser sends from another site's page (its `Origin` is
+    neither this service's own nor an allowed one). Without it, any page a user visits could post
+    forms to the service on the user's machine; clients that are not browsers send no Origin."""
+
+    def __init__(self, app: ASGIApp, allowed: frozenset[str], respond: Responder) -> None:
+        self.app = app
+        self.allowed = allowed
+        self.respond = respond
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            origin = headers.get(b"origin", b"").decode("latin-1").rstrip("/")
+            own = f"{scope.get('scheme', 'http')}://{headers.get(b'host', b'').decode('latin-1')}"
+            if origin and origin != own and origin not in self.allowed:
+                message = f"requests from pages of {origin[:100]} are not allowed; ask an administrator to allow it"
+                await self.respond(scope.get("path", ""), 403, message)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -40,12 +40,18 @@ def _serve(args: argparse.Namespace, kind: str, default_port: int) -> int:
 def _serve_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from anonymization_api.auth import InvalidKeys
     from anonymization_api.main import create_app
     from anonymization_api.settings import ApiSettings
 
     overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir}
     settings = ApiSettings(**{key: value for key, value in overrides.items() if value is not None})
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level)
+    try:
+        app = create_app(settings)
+    except InvalidKeys as exc:
+        logging.getLogger("anonymizer").error("%s", exc)
+        return 2
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
     return 0
 
 

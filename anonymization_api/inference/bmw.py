@@ -8,8 +8,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from anonymization_api.errors import InferenceError
-from anonymization_api.inference.errors import NoAnswer, Unreachable
+from anonymization_api.errors import InferenceError, InferenceRejected
+from anonymization_api.inference.errors import BrokenContract, NoAnswer, Unreachable
 from anonymization_api.registry import ModelInfo
 from anonymizer_shared import wire
 from anonymizer_shared.bmw import from_bounding_boxes
@@ -36,7 +36,10 @@ class BmwClient:
         except httpx.TransportError as exc:
             raise Unreachable(f"{where} is unavailable: {type(exc).__name__}: {exc}") from exc
         except httpx.HTTPStatusError as exc:
-            raise InferenceError(f"{where} answered {exc.response.status_code}: {exc.response.text[:300]}") from exc
+            kind = InferenceRejected if exc.response.status_code == 400 else InferenceError
+            raise kind(f"{where} answered {exc.response.status_code}: {exc.response.text[:300]}") from exc
+        except wire.ContractViolation as exc:
+            raise BrokenContract(f"{where} answered something that breaks the model contract: {exc}") from exc
         except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
             raise InferenceError(f"{where} answered something unexpected: {exc}") from exc
 

@@ -1,8 +1,9 @@
 """What a protocol client reports to the router, before the router decides what the user hears.
 
-`Unreachable` (no connection; worth a retry and another replica) and `NoAnswer` (no answer in
-time; another replica, not the same one again) are the router's to handle; an answer that is an
-error or breaks the contract is final for the request (`InferenceError`)."""
+`Unreachable` (no connection; worth a retry and another replica), `NoAnswer` (no answer in time;
+another replica, not the same one again) and `BrokenContract` (an answer of the wrong shape: the
+server is not believed again until re-discovery, another replica is asked) are the router's to
+handle; an answer that is an error is final for the request (`InferenceError`)."""
 
 
 class Unreachable(Exception):
@@ -10,4 +11,8 @@ class Unreachable(Exception):
 
 
 class NoAnswer(Exception):
+    pass
+
+
+class BrokenContract(Exception):
     pass

@@ -13,8 +13,8 @@ import numpy as np
 import tritonclient.http.aio as triton
 from tritonclient.utils import InferenceServerException
 
-from anonymization_api.errors import InferenceError
-from anonymization_api.inference.errors import NoAnswer, Unreachable
+from anonymization_api.errors import InferenceError, InferenceRejected
+from anonymization_api.inference.errors import BrokenContract, NoAnswer, Unreachable
 from anonymization_api.inference.shared_frames import SharedFrames, SharedRegion, is_lost_region
 from anonymization_api.registry import ModelInfo
 from anonymizer_shared import wire
@@ -66,11 +66,13 @@ class OipClients:
         except InferenceServerException as exc:
             if exc.status() is None:  # tritonclient reports some connection failures without a status
                 raise Unreachable(f"{where} is unavailable: {exc.message()}") from exc
+            if str(exc.status()) == "400":  # the request's own parameters: the caller's to fix
+                raise InferenceRejected(f"{where} refused the request: {exc.message()}") from exc
             raise InferenceError(f"{where} answered with an error: {exc.message()}") from exc
         except CONNECTION_ERRORS as exc:
             raise Unreachable(f"{where} is unavailable: {type(exc).__name__}: {exc}") from exc
         except wire.ContractViolation as exc:
-            raise InferenceError(f"{where} answered something that breaks the model contract: {exc}") from exc
+            raise BrokenContract(f"{where} answered something that breaks the model contract: {exc}") from exc
         except (ValueError, KeyError, TypeError) as exc:
             raise InferenceError(f"{where} answered something unexpected: {exc}") from exc
 

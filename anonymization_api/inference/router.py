@@ -3,9 +3,10 @@
 The router owns what concerns more than one call: which replica of a model serves a call (the
 available ones take turns, round robin; those marked unavailable come last, in case they are back
 before re-discovery says so), retry with backoff on a connection failure, failover to the next
-replica on a connection failure or a time-out, and marking the servers that failed unavailable
-(re-discovery brings them back). An answer that is an error fails the request: it would be the
-same from any replica. A request fails only when no replica answers (fail closed).
+replica on a connection failure, a time-out or an answer that breaks the model contract, and
+marking the servers that failed unavailable (re-discovery brings them back). An answer that is an
+error fails the request: it would be the same from any replica. A request fails only when no
+replica answers (fail closed).
 """
 
 import asyncio
@@ -16,9 +17,9 @@ from typing import Protocol as Interface
 import numpy as np
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from anonymization_api.errors import InferenceTimeout, InferenceUnavailable
+from anonymization_api.errors import InferenceError, InferenceTimeout, InferenceUnavailable
 from anonymization_api.inference.bmw import BmwClient
-from anonymization_api.inference.errors import NoAnswer, Unreachable
+from anonymization_api.inference.errors import BrokenContract, NoAnswer, Unreachable
 from anonymization_api.inference.oip import OipClients
 from anonymization_api.registry import ModelInfo, Protocol, Registry, ServerInfo
 
@@ -79,11 +80,13 @@ class InferenceRouter:
         for server in self.replica_order(target.servers, target.model.name):
             try:
                 return await self._on_replica(server, target.model, images, parameters)
-            except (Unreachable, NoAnswer) as exc:
+            except (Unreachable, NoAnswer, BrokenContract) as exc:
                 self._registry.mark_unavailable(server.url, str(exc))
                 failure = exc
         if isinstance(failure, NoAnswer):
             raise InferenceTimeout(str(failure)) from failure
+        if isinstance(failure, BrokenContract):
+            raise InferenceError(str(failure)) from failure
         raise InferenceUnavailable(str(failure or f"no replica of model {target.model.name} is registered"))
 
     async def _on_replica(

@@ -14,7 +14,7 @@ import av
 import cv2
 import numpy as np
 
-from anonymization_api.errors import InvalidMedia
+from anonymization_api.errors import InvalidMedia, PayloadTooLarge
 
 # Audio codecs the MP4 muxer carries as they are; anything else is re-encoded to AAC.
 MP4_AUDIO = {"aac", "mp3", "alac", "opus", "flac", "ac3", "eac3"}
@@ -28,6 +28,15 @@ class EncoderSettings:
 
 
 @dataclass(frozen=True)
+class VideoLimits:
+    """What a video may hold: a header says what it likes, so each is checked before decoding."""
+
+    pixels: int  # width x height of a frame
+    seconds: float
+    frames: int
+
+
+@dataclass(frozen=True)
 class VideoInfo:
     width: int  # after rotation
     height: int
@@ -36,13 +45,20 @@ class VideoInfo:
     frames: int  # 0 where the container does not say
 
 
-def probe(path: Path) -> VideoInfo:
-    """What the pipeline needs to know of a video, or 400/415 naming why it cannot be read."""
+def probe(path: Path, limits: VideoLimits | None = None) -> VideoInfo:
+    """What the pipeline needs to know of a video, or 400 naming why it cannot be read, or 413
+    naming the limit it is over."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise InvalidMedia("the file has no video stream; send a video (MP4, MOV, MKV, AVI, WebM, ...)")
             stream = container.streams.video[0]
+            declared = (stream.codec_context.width or 0) * (stream.codec_context.height or 0)
+            if limits is not None and declared > limits.pixels:  # before a frame of that size is decoded
+                raise PayloadTooLarge(
+                    f"the video's frames are {stream.codec_context.width}x{stream.codec_context.height}, more than "
+                    f"the limit of {limits.pixels} pixels; scale it down (e.g. to 3840x2160)"
+                )
             first = next(container.decode(stream), None)
             if first is None:
                 raise InvalidMedia("the video has no decodable frame")
@@ -53,9 +69,25 @@ def probe(path: Path) -> VideoInfo:
             frames = stream.frames
             if not frames and stream.duration:
                 frames = int(float(stream.duration * stream.time_base * rate))
-            return VideoInfo(width, height, Fraction(rate), Fraction(stream.time_base), frames)
+            info = VideoInfo(width, height, Fraction(rate), Fraction(stream.time_base), frames)
+            seconds = float(stream.duration * stream.time_base) if stream.duration else frames / float(rate)
     except av.FFmpegError as exc:
         raise InvalidMedia(f"the video could not be read ({exc}); send a file FFmpeg can decode") from exc
+    if limits is not None:
+        _check(info, seconds, limits)
+    return info
+
+
+def _check(info: VideoInfo, seconds: float, limits: VideoLimits) -> None:
+    if info.width * info.height > limits.pixels:
+        raise PayloadTooLarge(
+            f"the video's frames are {info.width}x{info.height}, more than the limit of {limits.pixels} pixels; "
+            "scale it down (e.g. to 3840x2160)"
+        )
+    if seconds > limits.seconds:
+        raise PayloadTooLarge(f"the video lasts {seconds:.0f} s, more than the limit of {limits.seconds:.0f} s; cut it")
+    if info.frames > limits.frames:
+        raise PayloadTooLarge(f"the video has {info.frames} frames, more than the limit of {limits.frames}; cut it")
 
 
 @dataclass

@@ -3,10 +3,11 @@
 import asyncio
 import base64
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from anonymization_api.configuration import parse_configuration, plan
+from anonymization_api.auth import CallerDep
+from anonymization_api.configuration import Plan, parse_configuration, plan
 from anonymization_api.deps import (
     FormDep,
     RegistryDep,
@@ -18,6 +19,7 @@ from anonymization_api.deps import (
     read_configuration,
 )
 from anonymization_api.errors import InvalidRequest
+from anonymization_api.inference import InferenceRouter
 from anonymization_api.media.images import OutputFormat, encode_image
 from anonymization_api.pipelines.image import anonymise, localise
 from anonymization_api.routes import (
@@ -29,6 +31,7 @@ from anonymization_api.routes import (
     warning_header,
 )
 from anonymization_api.schemas import Envelope, ImageAudit
+from anonymization_api.settings import ApiSettings
 from anonymizer_shared.bmw import envelope
 from anonymizer_shared.images import read_image
 
@@ -71,7 +74,9 @@ def _quality(raw: str | None, default: int) -> int:
         }
     },
 )
-async def anonymize(form: FormDep, settings: SettingsDep, registry: RegistryDep, router: RouterDep) -> Response:
+async def anonymize(
+    form: FormDep, settings: SettingsDep, registry: RegistryDep, router: RouterDep, caller: CallerDep, request: Request
+) -> Response:
     image_bytes = await form_bytes(
         form, "image", "send the picture as the multipart file 'image'", settings.max_upload_bytes
     )
@@ -81,9 +86,27 @@ async def anonymize(form: FormDep, settings: SettingsDep, registry: RegistryDep,
         raise InvalidRequest(f"detections '{mode}' is not one of {list(DETECTION_MODES)}")
     quality = _quality(form_text(form, "quality"), settings.jpeg_quality)
     detection_size = form_size(form, "detection_size")
-    the_plan = plan(parse_configuration(config_bytes), registry)  # every problem, before any inference
+    content = parse_configuration(config_bytes, settings.max_configuration_entries)
+    the_plan = plan(content, registry, settings.default_models)  # every problem, before any inference
+    requested_format = form_text(form, "output_format")
+    async with request.app.state.admission.admit(caller.key_id):  # the costly part: bounded, then 503
+        return await _anonymise(
+            image_bytes, the_plan, router, settings, requested_format, mode, quality, detection_size
+        )
+
+
+async def _anonymise(
+    image_bytes: bytes,
+    the_plan: Plan,
+    router: InferenceRouter,
+    settings: ApiSettings,
+    requested_format: str | None,
+    mode: str,
+    quality: int,
+    detection_size: tuple[int, int] | None,
+) -> Response:
     image, input_format = await asyncio.to_thread(read_image, image_bytes, settings.max_image_pixels)
-    output_format = OutputFormat.choose(input_format, form_text(form, "output_format"))
+    output_format = OutputFormat.choose(input_format, requested_format)
     results = await localise(the_plan, [image], router, detection_size)
     anonymised, audit = await asyncio.to_thread(anonymise, image, the_plan, results, 0)
     answer = ImageAudit(

@@ -4,9 +4,10 @@
 import json
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from starlette.datastructures import FormData
 
+from anonymization_api.auth import require_admin, require_user
 from anonymization_api.deps import FormDep, RegistryDep
 from anonymization_api.errors import InvalidRequest
 from anonymization_api.registry import parse_given
@@ -16,6 +17,8 @@ from anonymization_api.techniques import TECHNIQUES
 from anonymizer_shared.bmw import envelope
 
 router = APIRouter(tags=["registry"])
+ADMIN = [Depends(require_admin)]  # only an administrator decides which servers see the images
+USER = [Depends(require_user)]
 
 
 URL_FIELD = {"type": "string", "example": "http://127.0.0.1:8081/", "description": "the inference server's address"}
@@ -43,6 +46,7 @@ def _url_field(form: FormData) -> str:
     summary="Register an inference server (Open Inference Protocol or BMW); what it offers is at GET /servers",
     response_model=Envelope[str],
     openapi_extra=multipart_doc(["url"], {"url": URL_FIELD, "models": MODELS_FIELD}),
+    dependencies=ADMIN,
 )
 async def set_url(form: FormDep, registry: RegistryDep) -> dict[str, Any]:
     given = {}
@@ -63,6 +67,7 @@ async def set_url(form: FormDep, registry: RegistryDep) -> dict[str, Any]:
     "/list_urls",
     summary="The registered inference servers, as BMW's url_configuration.json lists them",
     response_model=Envelope[UrlList],
+    dependencies=USER,
 )
 async def list_urls(registry: RegistryDep) -> dict[str, Any]:
     return envelope({"urls": [server.url for server in registry.servers()]})
@@ -74,6 +79,7 @@ async def list_urls(registry: RegistryDep) -> dict[str, Any]:
     "/servers",
     summary="Each registered server with its protocol, availability and models",
     response_model=Envelope[list[ServerDescription]],
+    dependencies=USER,
 )
 async def servers(registry: RegistryDep) -> dict[str, Any]:
     return envelope([server.describe().model_dump() for server in registry.servers()])
@@ -86,13 +92,21 @@ async def servers(registry: RegistryDep) -> dict[str, Any]:
     summary="Unregister an inference server",
     response_model=Envelope[str],
     openapi_extra=FORM_DOC,
+    dependencies=ADMIN,
 )
 async def remove_url(form: FormDep, registry: RegistryDep) -> dict[str, Any]:
     await registry.remove(_url_field(form))
     return envelope("url removed successfully")
 
 
-@route(router, "POST", "/remove_all_urls", summary="Unregister every inference server", response_model=Envelope[str])
+@route(
+    router,
+    "POST",
+    "/remove_all_urls",
+    summary="Unregister every inference server",
+    response_model=Envelope[str],
+    dependencies=ADMIN,
+)
 async def remove_all_urls(registry: RegistryDep) -> dict[str, Any]:
     await registry.remove_all()
     return envelope("all urls removed successfully")
@@ -105,6 +119,7 @@ async def remove_all_urls(registry: RegistryDep) -> dict[str, Any]:
     summary="Every label a configuration may name -> inference type -> {url: [models]}, and its techniques "
     "(BMW's answer: the bare object, no envelope)",
     response_model=dict[str, dict[str, Any]],
+    dependencies=USER,
 )
 async def available_methods(registry: RegistryDep) -> dict[str, Any]:
     methods: dict[str, dict[str, Any]] = {}

@@ -23,7 +23,7 @@ from anonymization_api.deps import (
 from anonymization_api.errors import InvalidRequest, PayloadTooLarge
 from anonymization_api.inference import InferenceRouter
 from anonymization_api.jobs import Job, JobManager, JobNotDone, JobState
-from anonymization_api.media.video import EncoderSettings, probe
+from anonymization_api.media.video import EncoderSettings, VideoLimits, probe
 from anonymization_api.pipelines.video import VideoOptions, anonymise_video
 from anonymization_api.registry import Registry
 from anonymization_api.routes import BINARY, CONFIGURATION_FIELD, DETECTION_SIZE_FIELD, multipart_doc, route
@@ -107,7 +107,11 @@ async def _submit(
     upload = form.get("video")
     if not isinstance(upload, UploadFile):
         raise InvalidRequest("the form field 'video' is missing; send the video as the multipart file 'video'")
-    the_plan = plan(parse_configuration(await read_configuration(form)), registry)
+    the_plan = plan(
+        parse_configuration(await read_configuration(form), settings.max_configuration_entries),
+        registry,
+        settings.default_models,
+    )
     tracking = _flag(form, "tracking", True)
     options = VideoOptions(
         keep_audio=_flag(form, "keep_audio", True),
@@ -120,7 +124,8 @@ async def _submit(
     )
     source = await _save_upload(upload, settings.uploads_dir, settings.max_video_bytes)
     try:
-        info = await asyncio.to_thread(probe, source)
+        limits = VideoLimits(settings.max_video_pixels, settings.max_video_seconds, settings.max_video_frames)
+        info = await asyncio.to_thread(probe, source, limits)
 
         async def work(output: Path, progress, is_cancelled) -> None:
             await anonymise_video(source, info, output, the_plan, options, router, progress, is_cancelled)

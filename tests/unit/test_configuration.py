@@ -2,7 +2,10 @@
 
 import json
 
+import pytest
+
 from anonymization_api.configuration import plan
+from anonymization_api.errors import InvalidConfiguration
 from anonymization_api.registry import Registry
 
 
@@ -52,3 +55,42 @@ def test_unknown_fields_are_warnings_with_a_suggestion(tmp_path):
     first, second = the_plan.warnings
     assert "'mask_scal'" in first and "did you mean 'mask_scale'" in first
     assert "'comment'" in second
+
+
+def two_face_models(tmp_path) -> Registry:
+    path = tmp_path / "url_configuration.json"
+    first, second = "http://127.0.0.1:1/", "http://127.0.0.1:2/"
+    servers = {
+        first: {"protocol": "oip", "models": {"centerface": face_model(0.1)}},
+        second: {"protocol": "oip", "models": {"retinaface": face_model(0.3)}},
+    }
+    path.write_text(json.dumps({"urls": [first, second], "servers": servers}))
+    registry = Registry(path, discovery_timeout_s=1)
+    registry.load()
+    return registry
+
+
+FACE = {
+    "class_name": "face",
+    "inference_type": "detection",
+    "anonymization_technique": "blurring",
+    "anonymization_degree": 1,
+}
+
+
+def test_several_models_for_a_label_use_the_default_not_a_failure(tmp_path):
+    registry = two_face_models(tmp_path)
+    first = plan({"sensitive_info": [FACE]}, registry)
+    assert first.entries[0].model.name == "centerface" and "the first registered" in first.warnings[0]
+    chosen = plan({"sensitive_info": [FACE]}, registry, defaults={"face": "retinaface"})
+    assert chosen.entries[0].model.name == "retinaface" and not chosen.warnings
+    named = plan({"sensitive_info": [{**FACE, "model_name": "retinaface"}]}, registry)
+    assert named.entries[0].model.name == "retinaface" and not named.warnings
+
+
+def test_model_parameters_the_model_does_not_take_are_named(tmp_path):
+    registry = two_face_models(tmp_path)
+    with pytest.raises(InvalidConfiguration) as refused:
+        plan({"sensitive_info": [{**FACE, "model_name": "centerface", "model_parameters": {"scale": 2}}]}, registry)
+    (problem,) = refused.value.problems
+    assert problem["field"] == "model_parameters" and problem["choices"] == ["score_threshold"]

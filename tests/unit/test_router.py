@@ -13,7 +13,7 @@ import pytest
 
 from anonymization_api.errors import InferenceError, InferenceTimeout, InferenceUnavailable
 from anonymization_api.inference import InferenceRouter
-from anonymization_api.inference.errors import Unreachable
+from anonymization_api.inference.errors import BrokenContract, Unreachable
 from anonymization_api.registry import ModelInfo, Protocol, Registry, ServerInfo
 from anonymizer_shared.wire import Task
 
@@ -23,8 +23,8 @@ FOUND = [np.array([[1, 1, 4, 4, 0.9, 0]], np.float32)]
 
 
 class ScriptedServers:
-    """Answers per URL as scripted: 'ok', 'refuse' (connection refused), 'hang', 'error', or a list
-    of those, one per call."""
+    """Answers per URL as scripted: 'ok', 'refuse' (connection refused), 'hang', 'error', 'broken'
+    (an answer of the wrong shape), or a list of those, one per call."""
 
     def __init__(self, script: dict[str, str | list[str]]) -> None:
         self.script = script
@@ -40,6 +40,8 @@ class ScriptedServers:
             await asyncio.sleep(60)
         if action == "error":
             raise InferenceError(f"{url} answered 400: bad parameter")
+        if action == "broken":
+            raise BrokenContract(f"{url} answered something that breaks the model contract")
         return FOUND
 
     async def close(self) -> None:
@@ -113,3 +115,14 @@ def test_an_error_answer_is_final_and_marks_nothing(tmp_path):
         run(router, target)
     assert servers.calls == ["http://a/"]  # another replica would answer the same
     assert all(server.available for server in target.servers)
+
+
+def test_a_replica_breaking_the_contract_is_marked_and_another_asked(tmp_path):
+    router, target, servers = setup(tmp_path, {"http://a/": "broken", "http://b/": "ok"})
+    assert run(router, target) == FOUND
+    assert servers.calls == ["http://a/", "http://b/"]
+    liar = target.servers[0]
+    assert not liar.available and "contract" in liar.error
+    router, target, _ = setup(tmp_path, {"http://a/": "broken"})
+    with pytest.raises(InferenceError, match="contract"):
+        run(router, target)
