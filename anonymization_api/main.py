@@ -10,17 +10,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from anonymization_api.errors import AnonymisationError, InvalidConfiguration
 from anonymization_api.inference import InferenceRouter
 from anonymization_api.jobs import JobManager, QueueFull
+from anonymization_api.metrics import ApiMetrics
 from anonymization_api.registry import Registry
 from anonymization_api.routes import images, registry, videos
 from anonymization_api.settings import ApiSettings, get_settings
 from anonymizer_shared.bmw import envelope
 from anonymizer_shared.http import BodyLimit
 from anonymizer_shared.images import ImageError
+from anonymizer_shared.logs import request_id_headers
+from anonymizer_shared.observability import add_observability
 
 logger = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -35,7 +39,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         the_registry.load()
         await the_registry.refresh()
         app.state.registry = the_registry
-        app.state.router = InferenceRouter(the_registry, settings.inference_timeout_s, settings.shared_memory)
+        app.state.router = InferenceRouter(
+            the_registry, settings.inference_timeout_s, settings.shared_memory, metrics=app.state.metrics
+        )
         app.state.jobs = JobManager(settings.videos_dir, settings.video_workers, settings.video_queue)
         rediscovery = asyncio.create_task(the_registry.keep_discovering(settings.rediscover_interval_s))
         try:
@@ -56,6 +62,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # a registry per app, not the global one: several apps in one process (tests) keep theirs apart
+    app.state.metrics = ApiMetrics(CollectorRegistry(), jobs=lambda: getattr(app.state, "jobs", None))
     app.include_router(registry.router)
     app.include_router(images.router)
     app.include_router(videos.router)
@@ -66,6 +74,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         max_bytes=settings.max_upload_bytes + 2 * 1024 * 1024,
         respond=lambda _path, status, text: _error(status, text),
     )
+    add_observability(app, app.state.metrics)
     return app
 
 
@@ -106,4 +115,6 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unexpected error on %s", request.url.path)
-        return _error(500, f"internal error ({type(exc).__name__}); nothing was returned, see the service log")
+        response = _error(500, f"internal error ({type(exc).__name__}); nothing was returned, see the service log")
+        response.headers.update(request_id_headers())  # answered outside the middleware that adds it elsewhere
+        return response

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from anonymization_api.configuration import parse_configuration, plan
 from anonymization_api.deps import (
     FormDep,
+    MetricsDep,
     RegistryDep,
     RouterDep,
     SettingsDep,
@@ -64,26 +65,30 @@ def _quality(raw: str | None, default: int) -> int:
         }
     },
 )
-async def anonymize(form: FormDep, settings: SettingsDep, registry: RegistryDep, router: RouterDep) -> Response:
-    image_bytes = await form_bytes(
-        form, "image", "send the picture as the multipart file 'image'", settings.max_upload_bytes
-    )
-    config_bytes = await read_configuration(form)
-    mode = form_text(form, "detections") or "none"
-    if mode not in DETECTION_MODES:
-        raise InvalidRequest(f"detections '{mode}' is not one of {list(DETECTION_MODES)}")
-    quality = _quality(form_text(form, "quality"), settings.jpeg_quality)
-    detection_size = form_size(form, "detection_size")
-    the_plan = plan(parse_configuration(config_bytes), registry)  # every problem, before any inference
-    image, input_format = await asyncio.to_thread(read_image, image_bytes, settings.max_image_pixels)
-    output_format = OutputFormat.choose(input_format, form_text(form, "output_format"))
-    results = await localise(the_plan, [image], router, detection_size)
-    anonymised, audit = await asyncio.to_thread(anonymise, image, the_plan, results, 0)
-    answer = ImageAudit(width=image.shape[1], height=image.shape[0], detections=audit)
-    if mode == "only":
-        return JSONResponse(envelope(answer.model_dump(exclude_none=True)))
-    encoded = await asyncio.to_thread(encode_image, anonymised, output_format, quality)
-    if mode == "include":
-        answer.media_type, answer.image = output_format.media_type, base64.b64encode(encoded).decode()
-        return JSONResponse(envelope(answer.model_dump(exclude_none=True)))
-    return Response(encoded, media_type=output_format.media_type)
+async def anonymize(
+    form: FormDep, settings: SettingsDep, registry: RegistryDep, router: RouterDep, metrics: MetricsDep
+) -> Response:
+    with metrics.anonymize_in_flight.track_inprogress():
+        image_bytes = await form_bytes(
+            form, "image", "send the picture as the multipart file 'image'", settings.max_upload_bytes
+        )
+        config_bytes = await read_configuration(form)
+        mode = form_text(form, "detections") or "none"
+        if mode not in DETECTION_MODES:
+            raise InvalidRequest(f"detections '{mode}' is not one of {list(DETECTION_MODES)}")
+        quality = _quality(form_text(form, "quality"), settings.jpeg_quality)
+        detection_size = form_size(form, "detection_size")
+        the_plan = plan(parse_configuration(config_bytes), registry)  # every problem, before any inference
+        image, input_format = await asyncio.to_thread(read_image, image_bytes, settings.max_image_pixels)
+        output_format = OutputFormat.choose(input_format, form_text(form, "output_format"))
+        results = await localise(the_plan, [image], router, detection_size)
+        anonymised, audit = await asyncio.to_thread(anonymise, image, the_plan, results, 0)
+        metrics.count_hidden((entry.class_name, len(entry.regions)) for entry in audit)
+        answer = ImageAudit(width=image.shape[1], height=image.shape[0], detections=audit)
+        if mode == "only":
+            return JSONResponse(envelope(answer.model_dump(exclude_none=True)))
+        encoded = await asyncio.to_thread(encode_image, anonymised, output_format, quality)
+        if mode == "include":
+            answer.media_type, answer.image = output_format.media_type, base64.b64encode(encoded).decode()
+            return JSONResponse(envelope(answer.model_dump(exclude_none=True)))
+        return Response(encoded, media_type=output_format.media_type)
