@@ -8,6 +8,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from anonymization_api.errors import InvalidRequest, PayloadTooLarge
 from anonymization_api.inference import InferenceRouter
+from anonymization_api.metrics import ApiMetrics
 from anonymization_api.registry import Registry
 from anonymization_api.settings import ApiSettings
 from anonymizer_shared.http import BodyTooLarge
@@ -25,9 +26,14 @@ def _router(request: Request) -> InferenceRouter:
     return request.app.state.router
 
 
+def _metrics(request: Request) -> ApiMetrics:
+    return request.app.state.metrics
+
+
 SettingsDep = Annotated[ApiSettings, Depends(_settings)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 RouterDep = Annotated[InferenceRouter, Depends(_router)]
+MetricsDep = Annotated[ApiMetrics, Depends(_metrics)]
 
 
 async def _form(request: Request) -> AsyncIterator[FormData]:

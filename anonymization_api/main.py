@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from anonymization_api.admission import Admission
@@ -18,12 +19,15 @@ from anonymization_api.auth import KeyRing, check_exposure, require_user
 from anonymization_api.errors import AnonymisationError, InvalidConfiguration
 from anonymization_api.inference import InferenceRouter
 from anonymization_api.jobs import JobManager, QueueFull
+from anonymization_api.metrics import ApiMetrics
 from anonymization_api.registry import Registry
 from anonymization_api.routes import images, registry, videos
 from anonymization_api.settings import ApiSettings, get_settings
 from anonymizer_shared.bmw import envelope
 from anonymizer_shared.http import BodyLimit, SameOriginOnly
 from anonymizer_shared.images import ImageError
+from anonymizer_shared.logs import request_id_headers
+from anonymizer_shared.observability import add_observability
 
 logger = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -40,7 +44,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         the_registry.load()
         await the_registry.refresh()
         app.state.registry = the_registry
-        app.state.router = InferenceRouter(the_registry, settings.inference_timeout_s, settings.shared_memory)
+        app.state.router = InferenceRouter(
+            the_registry, settings.inference_timeout_s, settings.shared_memory, metrics=app.state.metrics
+        )
         app.state.admission = Admission(settings.images_at_once, settings.images_waiting, settings.requests_per_key)
         app.state.jobs = JobManager(settings.videos_dir, settings.video_workers, settings.video_queue)
         rediscovery = asyncio.create_task(the_registry.keep_discovering(settings.rediscover_interval_s))
@@ -63,6 +69,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.keys = keys
+    # a registry per app, not the global one: several apps in one process (tests) keep theirs apart
+    app.state.metrics = ApiMetrics(CollectorRegistry(), jobs=lambda: getattr(app.state, "jobs", None))
     app.include_router(registry.router)
     app.include_router(images.router, dependencies=[Depends(require_user)])
     app.include_router(videos.router, dependencies=[Depends(require_user)])
@@ -80,6 +88,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         per_path={path: video_limit for path in ("/jobs", "/jobs/", "/anonymize_video", "/anonymize_video/")},
         respond=_respond,
     )
+    add_observability(app, app.state.metrics)
     return app
 
 
@@ -128,4 +137,6 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unexpected error on %s", request.url.path)
-        return _error(500, f"internal error ({type(exc).__name__}); nothing was returned, see the service log")
+        response = _error(500, f"internal error ({type(exc).__name__}); nothing was returned, see the service log")
+        response.headers.update(request_id_headers())  # answered outside the middleware that adds it elsewhere
+        return response

@@ -2,9 +2,11 @@
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
+from anonymizer_shared.logs import LOG_FORMATS, configure_logging
 from inference_common.errors import ModelFetchError
 from inference_common.models import CATALOGUE, default_models_dir, fetch_models
 
@@ -33,7 +35,7 @@ def _serve(args: argparse.Namespace, kind: str, default_port: int) -> int:
         from inference_detection.server import create_detection_app as create
     else:
         from inference_segmentation.server import create_segmentation_app as create
-    uvicorn.run(create(settings), host=settings.host, port=settings.port, log_level=args.log_level)
+    uvicorn.run(create(settings), host=settings.host, port=settings.port, **_uvicorn_logging(args))
     return 0
 
 
@@ -51,8 +53,14 @@ def _serve_api(args: argparse.Namespace) -> int:
     except InvalidKeys as exc:
         logging.getLogger("anonymizer").error("%s", exc)
         return 2
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    uvicorn.run(app, host=settings.host, port=settings.port, **_uvicorn_logging(args))
     return 0
+
+
+def _uvicorn_logging(args: argparse.Namespace) -> dict:
+    # uvicorn's own records go to the handler main() set up, in its format; its access log is off
+    # because the services write one access line per request themselves, with the request id.
+    return {"log_level": args.log_level, "log_config": None, "access_log": False}
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -67,6 +75,12 @@ def _up(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anonymizer", description=__doc__)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get("ANONYMIZER_LOG_FORMAT", "json"),
+        choices=LOG_FORMATS,
+        help="json: one object per line with the request id (default: $ANONYMIZER_LOG_FORMAT or json)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     models = commands.add_parser("models", help="manage the bundled model files")
@@ -114,8 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.log_format not in LOG_FORMATS:  # argparse checks the choices of given values, not of defaults
+        parser.error(f"ANONYMIZER_LOG_FORMAT '{args.log_format}' is not one of {', '.join(LOG_FORMATS)}")
+    configure_logging(args.log_level, args.log_format)
+    os.environ["ANONYMIZER_LOG_FORMAT"] = args.log_format  # the services `up` starts log the same way
     return args.handler(args)
 
 

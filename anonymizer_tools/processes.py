@@ -54,13 +54,18 @@ def stop(process: subprocess.Popen, timeout_s: float = 20.0) -> None:
 
 @contextmanager
 def running(
-    args: list[str], ready_path: str, log: Path, env: dict[str, str] | None = None, port: int | None = None
+    args: list[str],
+    ready_path: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    log_level: str = "warning",
 ) -> Iterator[str]:
     """Run `anonymizer ARGS --port P` (a free port unless given); yields its URL once `ready_path` answers."""
     port = port or free_port()
     with log.open("w") as out:
         process = subprocess.Popen(
-            anonymizer_command([*args, "--port", str(port)]),
+            anonymizer_command([*args, "--port", str(port)], log_level),
             cwd=PROJECT_ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -14,7 +14,8 @@ def logs(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def detection_url(logs) -> Iterator[str]:
-    with running(["serve-detection"], "/v2/health/ready", logs / "detection.log") as url:
+    # at info its access log shows the request id of each call (test_observability reads it)
+    with running(["serve-detection"], "/v2/health/ready", logs / "detection.log", log_level="info") as url:
         yield url
 
 

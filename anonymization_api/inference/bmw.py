@@ -14,6 +14,7 @@ from anonymization_api.registry import ModelInfo
 from anonymizer_shared import wire
 from anonymizer_shared.bmw import from_bounding_boxes
 from anonymizer_shared.images import encode_png
+from anonymizer_shared.logs import request_id_headers
 from anonymizer_shared.wire import Task
 
 
@@ -46,7 +47,9 @@ class BmwClient:
     async def _one(self, url: str, model: ModelInfo, image: np.ndarray, parameters: dict[str, Any]) -> np.ndarray:
         endpoint = "predict" if model.task is Task.DETECTION else "inference"
         files = {"input_data": ("image.png", encode_png(image), "image/png")}
-        response = await self._http.post(f"{url}models/{model.name}/{endpoint}", files=files, params=parameters)
+        response = await self._http.post(
+            f"{url}models/{model.name}/{endpoint}", files=files, params=parameters, headers=request_id_headers()
+        )
         response.raise_for_status()
         if model.task is Task.DETECTION:
             rows = from_bounding_boxes(response.json()["data"]["bounding-boxes"], model.labels)

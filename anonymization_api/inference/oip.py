@@ -18,6 +18,7 @@ from anonymization_api.inference.errors import BrokenContract, NoAnswer, Unreach
 from anonymization_api.inference.shared_frames import SharedFrames, SharedRegion, is_lost_region
 from anonymization_api.registry import ModelInfo
 from anonymizer_shared import wire
+from anonymizer_shared.logs import request_id_headers
 from anonymizer_shared.wire import Task
 
 logger = logging.getLogger(__name__)
@@ -117,7 +118,9 @@ async def _request(
         tensor.set_data_from_numpy(images, binary_data=True)
     names = wire.outputs_of(model.task)
     outputs = [triton.InferRequestedOutput(name, binary_data=True) for name in names]
-    result = await client.infer(model.name, [tensor], outputs=outputs, parameters=parameters or None)
+    result = await client.infer(
+        model.name, [tensor], outputs=outputs, parameters=parameters or None, headers=request_id_headers() or None
+    )
     arrays = {}
     for name in names:
         array = result.as_numpy(name)

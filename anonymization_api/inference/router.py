@@ -11,6 +11,7 @@ replica answers (fail closed).
 
 import asyncio
 import logging
+import time
 from typing import Any
 from typing import Protocol as Interface
 
@@ -21,6 +22,7 @@ from anonymization_api.errors import InferenceError, InferenceTimeout, Inference
 from anonymization_api.inference.bmw import BmwClient
 from anonymization_api.inference.errors import BrokenContract, NoAnswer, Unreachable
 from anonymization_api.inference.oip import OipClients
+from anonymization_api.metrics import ApiMetrics
 from anonymization_api.registry import ModelInfo, Protocol, Registry, ServerInfo
 
 logger = logging.getLogger(__name__)
@@ -50,9 +52,11 @@ class InferenceRouter:
         timeout_s: float,
         shared_memory: bool = True,
         clients: dict[Protocol, ProtocolClient] | None = None,
+        metrics: ApiMetrics | None = None,
     ) -> None:
         self._registry = registry
         self._timeout = timeout_s
+        self._metrics = metrics
         self._clients = clients or {
             Protocol.OIP: OipClients(timeout_s, shared_memory),
             Protocol.BMW: BmwClient(timeout_s),
@@ -102,11 +106,39 @@ class InferenceRouter:
         )
         async for attempt in retrying:
             with attempt:
-                try:
-                    return await asyncio.wait_for(client.infer(server.url, model, images, parameters), self._timeout)
-                except TimeoutError as exc:
-                    raise NoAnswer(
-                        f"inference server {server.url} (model {model.name}) did not answer within "
-                        f"{self._timeout:.0f} s"
-                    ) from exc
+                return await self._attempt(client, server, model, images, parameters)
         raise AssertionError("tenacity returns or re-raises inside the loop")
+
+    async def _attempt(
+        self,
+        client: ProtocolClient,
+        server: ServerInfo,
+        model: ModelInfo,
+        images: np.ndarray,
+        parameters: dict[str, Any],
+    ) -> list[np.ndarray]:
+        """One call to one replica, timed into the inference metric by how it ended."""
+        started, outcome = time.perf_counter(), "ok"
+        try:
+            return await asyncio.wait_for(client.infer(server.url, model, images, parameters), self._timeout)
+        except TimeoutError as exc:
+            outcome = "timeout"
+            raise NoAnswer(
+                f"inference server {server.url} (model {model.name}) did not answer within {self._timeout:.0f} s"
+            ) from exc
+        except BaseException as exc:
+            outcome = _outcome(exc)
+            raise
+        finally:
+            if self._metrics is not None:
+                self._metrics.inference.labels(server.url, model.name, outcome).observe(time.perf_counter() - started)
+
+
+def _outcome(exc: BaseException) -> str:
+    if isinstance(exc, NoAnswer):
+        return "timeout"
+    if isinstance(exc, Unreachable):
+        return "unreachable"
+    if isinstance(exc, asyncio.CancelledError):  # the client went away, or the job was cancelled
+        return "cancelled"
+    return "error"

@@ -10,6 +10,7 @@ from anonymization_api.auth import CallerDep
 from anonymization_api.configuration import Plan, parse_configuration, plan
 from anonymization_api.deps import (
     FormDep,
+    MetricsDep,
     RegistryDep,
     RouterDep,
     SettingsDep,
@@ -21,6 +22,7 @@ from anonymization_api.deps import (
 from anonymization_api.errors import InvalidRequest
 from anonymization_api.inference import InferenceRouter
 from anonymization_api.media.images import OutputFormat, encode_image
+from anonymization_api.metrics import ApiMetrics
 from anonymization_api.pipelines.image import anonymise, localise
 from anonymization_api.routes import (
     BINARY,
@@ -75,7 +77,13 @@ def _quality(raw: str | None, default: int) -> int:
     },
 )
 async def anonymize(
-    form: FormDep, settings: SettingsDep, registry: RegistryDep, router: RouterDep, caller: CallerDep, request: Request
+    form: FormDep,
+    settings: SettingsDep,
+    registry: RegistryDep,
+    router: RouterDep,
+    caller: CallerDep,
+    metrics: MetricsDep,
+    request: Request,
 ) -> Response:
     image_bytes = await form_bytes(
         form, "image", "send the picture as the multipart file 'image'", settings.max_upload_bytes
@@ -89,16 +97,19 @@ async def anonymize(
     content = parse_configuration(config_bytes, settings.max_configuration_entries)
     the_plan = plan(content, registry, settings.default_models)  # every problem, before any inference
     requested_format = form_text(form, "output_format")
-    async with request.app.state.admission.admit(caller.key_id):  # the costly part: bounded, then 503
-        return await _anonymise(
-            image_bytes, the_plan, router, settings, requested_format, mode, quality, detection_size
-        )
+    # the costly part: bounded, then 503
+    async with request.app.state.admission.admit(caller.key_id):
+        with metrics.anonymize_in_flight.track_inprogress():
+            return await _anonymise(
+                image_bytes, the_plan, router, metrics, settings, requested_format, mode, quality, detection_size
+            )
 
 
 async def _anonymise(
     image_bytes: bytes,
     the_plan: Plan,
     router: InferenceRouter,
+    metrics: ApiMetrics,
     settings: ApiSettings,
     requested_format: str | None,
     mode: str,
@@ -109,6 +120,7 @@ async def _anonymise(
     output_format = OutputFormat.choose(input_format, requested_format)
     results = await localise(the_plan, [image], router, detection_size)
     anonymised, audit = await asyncio.to_thread(anonymise, image, the_plan, results, 0)
+    metrics.count_hidden((entry.class_name, len(entry.regions)) for entry in audit)
     answer = ImageAudit(
         width=image.shape[1], height=image.shape[0], detections=audit, warnings=the_plan.warnings or None
     )

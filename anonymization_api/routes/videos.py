@@ -24,6 +24,7 @@ from anonymization_api.errors import InvalidRequest, PayloadTooLarge
 from anonymization_api.inference import InferenceRouter
 from anonymization_api.jobs import Job, JobManager, JobNotDone, JobState
 from anonymization_api.media.video import EncoderSettings, VideoLimits, probe
+from anonymization_api.metrics import ApiMetrics
 from anonymization_api.pipelines.video import VideoOptions, anonymise_video
 from anonymization_api.registry import Registry
 from anonymization_api.routes import BINARY, CONFIGURATION_FIELD, DETECTION_SIZE_FIELD, multipart_doc, route
@@ -112,6 +113,7 @@ async def _submit(
         registry,
         settings.default_models,
     )
+    metrics: ApiMetrics = request.app.state.metrics
     tracking = _flag(form, "tracking", True)
     options = VideoOptions(
         keep_audio=_flag(form, "keep_audio", True),
@@ -129,6 +131,9 @@ async def _submit(
 
         async def work(output: Path, progress, is_cancelled) -> None:
             await anonymise_video(source, info, output, the_plan, options, router, progress, is_cancelled)
+            # counted once the video is complete: a failed or cancelled job hides nothing anyone gets
+            classes = {entry.index: entry.info.class_name for entry in the_plan.entries}
+            metrics.count_hidden((classes[entry], regions) for entry, regions in progress.regions_hidden.items())
 
         return _jobs(request).submit(upload.filename or "video", source, work)
     except BaseException:

@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from anonymizer_shared.bmw import envelope
 from anonymizer_shared.images import ImageError
+from anonymizer_shared.logs import request_id_headers
 from inference_common.errors import InferenceServerError
 
 logger = logging.getLogger(__name__)
@@ -39,4 +40,6 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unexpected error on %s", request.url.path)
-        return error_response(request.url.path, 500, f"internal error: {type(exc).__name__}; see the server log")
+        response = error_response(request.url.path, 500, f"internal error: {type(exc).__name__}; see the server log")
+        response.headers.update(request_id_headers())  # answered outside the middleware that adds it elsewhere
+        return response
