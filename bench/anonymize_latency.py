@@ -25,9 +25,10 @@ from anonymization_api.configuration import FACE_MASK_SCALE
 from anonymization_api.media.images import OutputFormat, encode_image
 from anonymization_api.regions import FACE_CENTRE_SHIFT, RegionStyle, apply_regions, box_regions
 from anonymization_api.techniques import TECHNIQUES, TechniqueOptions
+from anonymizer_shared.images import read_image
 from anonymizer_tools.processes import running
 from bench.scenes import jpeg, portraits_scene
-from inference_common.imaging import fit_and_pad, read_image
+from inference_common.imaging import fit_and_pad
 from inference_common.models import default_models_dir, fetch_models
 from inference_detection.centerface import CenterFace
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from anonymization_api.pipelines.video import upright
+from anonymization_api.media.video import upright
 from anonymization_api.tracking import BoxTracker
 from anonymizer_shared.boxes import areas, intersection_matrix, iou_matrix
 from inference_common.models import PROJECT_ROOT, default_models_dir, fetch_models
