@@ -53,14 +53,15 @@ REFERENCE = {
 
 
 def correlation(original: np.ndarray, hidden: np.ndarray, side: int | None = None) -> float:
-    """Pearson correlation of the two images' luminance, at full size or shrunk to `side` x `side`
-    px (a face's coarse structure, what recognising it works from); 0 when either is flat."""
+    """How much `hidden` still looks like `original`: the size of the Pearson correlation of their
+    luminance (an inverted picture shows as much), at full size or shrunk to `side` x `side` px (a
+    face's coarse structure, what recognising it works from); 0 when either is flat."""
     a, b = (np.asarray(Image.fromarray(x).convert("L"), np.float64) for x in (original, hidden))
     if side is not None:
         a, b = (_shrunk(x, side) for x in (a, b))
     if a.std() == 0 or b.std() == 0:
         return 0.0
-    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+    return abs(float(np.corrcoef(a.ravel(), b.ravel())[0, 1]))
 
 
 def _shrunk(luminance: np.ndarray, side: int) -> np.ndarray:
