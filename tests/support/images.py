@@ -85,3 +85,12 @@ def pedestrian() -> tuple[np.ndarray, tuple[int, int, int, int]]:
     ink = np.all(image == color, axis=2).astype(np.uint8)
     left, top, width, height = cv2.boundingRect(ink)
     return image, (left, top, left + width, top + height)
+
+
+def face_at(image: np.ndarray, box, side: int) -> np.ndarray:
+    """The face in `box` (x1, y1, x2, y2) of `image`, resized so that its long side is `side` px."""
+    x1, y1, x2, y2 = box
+    face = image[y1:y2, x1:x2]
+    scale = side / max(face.shape[:2])
+    size = (max(1, round(face.shape[1] * scale)), max(1, round(face.shape[0] * scale)))
+    return cv2.resize(face, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
