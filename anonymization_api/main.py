@@ -16,7 +16,7 @@ from anonymization_api.errors import AnonymisationError, InvalidConfiguration
 from anonymization_api.inference import InferenceRouter
 from anonymization_api.jobs import JobManager, QueueFull
 from anonymization_api.registry import Registry
-from anonymization_api.routes import images, registry, videos
+from anonymization_api.routes import images, page, registry, videos
 from anonymization_api.settings import ApiSettings, get_settings
 from anonymizer_shared.bmw import envelope
 from anonymizer_shared.http import BodyLimit
@@ -59,6 +59,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(registry.router)
     app.include_router(images.router)
     app.include_router(videos.router)
+    app.include_router(page.router)
+    app.mount("/static", page.static_files(), name="static")
     _add_error_handlers(app)
     # the form's other fields and multipart framing come on top of the largest upload
     app.add_middleware(
