@@ -21,7 +21,7 @@ from anonymization_api.inference import InferenceRouter
 from anonymization_api.jobs import JobManager, QueueFull
 from anonymization_api.metrics import ApiMetrics
 from anonymization_api.registry import Registry
-from anonymization_api.routes import images, registry, videos
+from anonymization_api.routes import images, page, registry, videos
 from anonymization_api.settings import ApiSettings, get_settings
 from anonymizer_shared.bmw import envelope
 from anonymizer_shared.http import BodyLimit, SameOriginOnly
@@ -74,6 +74,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(registry.router)
     app.include_router(images.router, dependencies=[Depends(require_user)])
     app.include_router(videos.router, dependencies=[Depends(require_user)])
+    app.include_router(page.router)
+    app.mount("/static", page.static_files(), name="static")
     _add_error_handlers(app)
     origins = [origin.strip().rstrip("/") for origin in settings.cors_origins.split(",") if origin.strip()]
     app.add_middleware(SameOriginOnly, allowed=frozenset(origins), respond=_respond)

@@ -1,0 +1,48 @@
+"""The web page's files as the API serves them, in-process: the page at /, its script and style
+sheet under /static, its content security policy, and /docs beside it."""
+
+import tomllib
+from collections.abc import Iterator
+from fnmatch import fnmatch
+
+import pytest
+from fastapi.testclient import TestClient
+
+from anonymization_api.main import create_app
+from anonymization_api.routes.page import STATIC
+from anonymization_api.settings import ApiSettings
+from tests.support.servers import PROJECT_ROOT
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory) -> Iterator[TestClient]:
+    settings = ApiSettings(data_dir=tmp_path_factory.mktemp("api-data"), rediscover_interval_s=60)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def test_the_page_and_its_files(api):
+    page = api.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert 'src="static/app.js"' in page.text and 'href="static/app.css"' in page.text
+    script = api.get("/static/app.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert api.get("/static/app.css").headers["content-type"].startswith("text/css")
+    missing = api.get("/static/nothing.js")
+    assert missing.status_code == 404 and missing.json()["success"] is False
+    assert api.get("/docs").status_code == 200
+    assert "/" not in api.get("/openapi.json").json()["paths"]  # the page is not part of the API
+
+
+def test_the_page_loads_nothing_from_elsewhere():
+    for path in STATIC.iterdir():
+        text = path.read_text()
+        assert "http://" not in text.replace("http://www.w3.org/2000/svg", "") and "https://" not in text, path.name
+
+
+def test_the_wheel_carries_the_page():
+    patterns = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    for path in STATIC.iterdir():
+        relative = path.relative_to(STATIC.parent).as_posix()
+        assert any(fnmatch(relative, pattern) for pattern in patterns["anonymization_api"]), relative
