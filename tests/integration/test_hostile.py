@@ -1,0 +1,144 @@
+"""The service against a hostile network, with real processes on loopback: a fake inference
+server cannot join the registry without an administrator, and requests that are cheap to send but
+costly to serve are refused early, within bounded memory (the API's peak RSS is measured)."""
+
+import io
+import json
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from anonymizer_tools.processes import anonymizer_command, free_port, stop, wait_until_ready
+from tests.support.api import face_entry
+from tests.support.videos import make_video
+
+ADMIN, USER = "admin-key-for-the-tests-0001", "user-key-for-the-tests-00001"
+CONFIG = json.dumps({"sensitive_info": [face_entry()]})
+
+
+class FakeInferenceServer(BaseHTTPRequestHandler):
+    """Claims to serve CenterFace and answers every image with 'no faces'; records who called."""
+
+    seen: list[str] = []  # noqa: RUF012 (one server per test)
+
+    def _answer(self, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        config = {"parameters": {"task": {"string_value": "detection"}, "labels": {"string_value": '["face"]'}}}
+        self._answer(config if self.path.endswith("/config") else {"ready": True})
+
+    def do_POST(self) -> None:
+        self.seen.append(self.path)
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._answer([{"name": "centerface", "version": "1", "state": "READY"}])
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextmanager
+def fake_server() -> Iterator[str]:
+    FakeInferenceServer.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeInferenceServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def api_process(folder: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = free_port()
+    command = anonymizer_command(["serve-api", "--port", str(port), "--data-dir", str(folder / "data")])
+    settings = {f"ANONYMIZER_API_{name.upper()}": value for name, value in env.items()}
+    with (folder / "api.log").open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **settings})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(f"{url}/health", process, log=folder / "api.log")
+        yield url, process
+    finally:
+        stop(process)
+
+
+def peak_rss_mb(process: subprocess.Popen) -> float:
+    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_fake_server_cannot_join_without_an_admin_key(tmp_path):
+    with fake_server() as fake, api_process(tmp_path, admin_keys=ADMIN, user_keys=USER) as (api, _):
+        anonymous = httpx.post(f"{api}/set_url", data={"url": fake}, timeout=30)
+        as_user = httpx.post(f"{api}/set_url", data={"url": fake}, headers={"X-API-Key": USER}, timeout=30)
+        assert anonymous.status_code == 401 and as_user.status_code == 403
+        assert FakeInferenceServer.seen == []  # refused before any request reached it
+        assert httpx.get(f"{api}/list_urls", headers={"X-API-Key": USER}).json()["data"]["urls"] == []
+        removed = httpx.post(f"{api}/remove_all_urls", headers={"X-API-Key": USER})
+        assert removed.status_code == 403
+
+
+def test_costly_requests_are_refused_early_within_bounded_memory(tmp_path):
+    # 7000 x 7000 of one colour: a PNG of some 150 KB that decodes to 147 MB
+    bomb = io.BytesIO()
+    Image.fromarray(np.zeros((7000, 7000, 3), np.uint8)).save(bomb, format="PNG")
+    assert len(bomb.getvalue()) < 1_000_000
+    video = make_video(tmp_path / "8k.mp4", frames=2, size=(7680, 4320), audio=False)
+    # a face model is known (its server is down): configurations pass, so each request reaches its media
+    silent = f"http://127.0.0.1:{free_port()}/"
+    record = {"protocol": "oip", "models": {"centerface": {"task": "detection", "labels": ["face"]}}}
+    (tmp_path / "data" / "jsonFiles").mkdir(parents=True)
+    (tmp_path / "data" / "jsonFiles" / "url_configuration.json").write_text(
+        json.dumps({"urls": [silent], "servers": {silent: record}})
+    )
+    with api_process(tmp_path, max_upload_bytes="20000000") as (api, process):
+        baseline = peak_rss_mb(process)
+
+        def send_bomb() -> int:
+            files = {"image": ("bomb.png", bomb.getvalue()), "configuration": ("c.json", CONFIG)}
+            return httpx.post(f"{api}/anonymize", files=files, timeout=60).status_code
+
+        answers: list[int] = []
+        threads = [threading.Thread(target=lambda: answers.append(send_bomb())) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert answers == [413] * 6
+
+        files = {"video": ("8k.mp4", video.path.read_bytes()), "configuration": ("c.json", CONFIG)}
+        too_big = httpx.post(f"{api}/jobs", files=files, timeout=60)
+        assert too_big.status_code == 413 and "7680x4320" in too_big.json()["error"]
+
+        def endless():  # a chunked upload: no Content-Length to refuse it by
+            yield b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+            chunk = b"\0" * (1 << 20)
+            for _ in range(60):
+                yield chunk
+
+        chunked = httpx.post(
+            f"{api}/anonymize", content=endless(), headers={"Content-Type": "multipart/form-data; boundary=x"}
+        )
+        assert chunked.status_code == 413
+        uploads = tmp_path / "data" / ".uploads"
+        assert not uploads.exists() or not list(uploads.iterdir())
+        grown = peak_rss_mb(process) - baseline
+    assert grown < 200, f"the API grew by {grown:.0f} MB refusing these"
