@@ -57,6 +57,20 @@ def running(
     args: list[str], ready_path: str, log: Path, env: dict[str, str] | None = None, port: int | None = None
 ) -> Iterator[str]:
     """Run `anonymizer ARGS --port P` (a free port unless given); yields its URL once `ready_path` answers."""
+    with started(args, ready_path, log, env, port) as (url, _process):
+        yield url
+
+
+@contextmanager
+def started(
+    args: list[str],
+    ready_path: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    ready_timeout_s: float = 300.0,
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """As `running`, yielding the process too (its pid, for what it uses)."""
     port = port or free_port()
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -68,7 +82,7 @@ def running(
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_ready(base + ready_path, process, log=log)
-        yield base
+        wait_until_ready(base + ready_path, process, ready_timeout_s, log=log)
+        yield base, process
     finally:
         stop(process)

@@ -5,9 +5,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from anonymizer_shared.files import PROJECT_ROOT
-from anonymizer_tools.processes import free_port, running
+from anonymizer_tools.processes import free_port, running, started
 
-__all__ = ["FAST_REDISCOVERY", "PROJECT_ROOT", "free_port", "own_api", "running"]
+__all__ = ["FAST_REDISCOVERY", "PROJECT_ROOT", "free_port", "own_api", "peak_rss_mb", "running", "started"]
 
 FAST_REDISCOVERY = {"ANONYMIZER_API_REDISCOVER_INTERVAL_S": "0.5", "ANONYMIZER_API_INFERENCE_TIMEOUT_S": "30"}
 
@@ -21,3 +21,11 @@ def own_api(folder: Path, env: dict[str, str] | None = None) -> Iterator[str]:
         ["serve-api", "--data-dir", str(data)], "/health", folder / "api.log", env={**FAST_REDISCOVERY, **(env or {})}
     ) as url:
         yield url
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The largest resident memory the process has had (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for process {pid}")

@@ -67,3 +67,21 @@ def test_writes_leave_no_temporary_files(tmp_path):
     for _ in range(3):
         registry._write()
     assert [p.name for p in tmp_path.iterdir()] == ["url_configuration.json"]
+
+
+def test_a_file_with_more_servers_than_the_limit_keeps_the_first(tmp_path, caplog):
+    path = tmp_path / "url_configuration.json"
+    urls = [f"http://127.0.0.1:{port}/" for port in range(8001, 8006)]
+    path.write_text(json.dumps({"urls": urls}))
+    registry = Registry(path, discovery_timeout_s=1, max_servers=2)
+    registry.load()
+    assert [server.url for server in registry.servers()] == urls[:2]
+    assert "ANONYMIZER_API_MAX_SERVERS" in caplog.text and urls[4] in caplog.text
+
+
+def test_entries_with_credentials_or_aliases(tmp_path, caplog):
+    """Credentials are dropped (and not logged); an alias is the address it stands for."""
+    path = tmp_path / "url_configuration.json"
+    path.write_text(json.dumps({"urls": ["http://u:hunter2@127.0.0.1:8081/", "http://2130706433:8090"]}))
+    assert [server.url for server in registry_at(path).servers()] == ["http://127.0.0.1:8090/"]
+    assert "credentials in URLs are not accepted" in caplog.text and "hunter2" not in caplog.text

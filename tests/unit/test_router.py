@@ -113,3 +113,13 @@ def test_an_error_answer_is_final_and_marks_nothing(tmp_path):
         run(router, target)
     assert servers.calls == ["http://a/"]  # another replica would answer the same
     assert all(server.available for server in target.servers)
+
+
+def test_a_server_the_url_policy_refuses_now_is_never_called(tmp_path):
+    """Its name resolved to a refused address at the last discovery (DNS rebinding, say)."""
+    router, target, servers = setup(tmp_path, {"http://a/": "ok", "http://b/": "ok"})
+    for server in target.servers:
+        server.available, server.refused, server.error = False, True, "is refused: a resolves to a link-local address"
+    with pytest.raises(InferenceUnavailable, match="link-local"):
+        run(router, target)
+    assert servers.calls == []
