@@ -14,6 +14,8 @@ from fastapi.testclient import TestClient
 
 from anonymization_api.main import create_app
 from anonymization_api.settings import ApiSettings
+from tests.support.api import face_entry
+from tests.support.images import encode, grace_hopper
 from tests.support.listeners import (
     OIP_READY,
     Listener,
@@ -148,6 +150,21 @@ def test_redirects_are_not_followed(tmp_path, status):
             response = set_url(client, server.url)
             assert response.status_code == 400 and f"answered {status}" in response.json()["error"]
             assert target.requests == [] and listed(client) == []
+
+
+def test_a_redirect_during_inference_is_not_followed(tmp_path):
+    """tritonclient follows redirects on its own; a registered server must not send images elsewhere."""
+    with Listener() as target:
+        answers = {**OIP_READY, **oip_model("centerface")}
+        answers["POST /v2/models/centerface/infer"] = redirect(target.url, 307)
+        with Listener(answers) as server, api(tmp_path) as client:
+            assert set_url(client, server.url).status_code == 200
+            config = json.dumps({"sensitive_info": [face_entry(url=server.url)]})
+            files = {"image": ("a.png", encode(grace_hopper())), "configuration": ("c.json", config)}
+            response = client.post("/anonymize", files=files)
+            assert response.status_code == 502 and "307" in response.json()["error"]
+            assert "POST /v2/models/centerface/infer" in server.requests
+            assert target.requests == []
 
 
 NESTED = b"[" * 100_000 + b"]" * 100_000
