@@ -2,11 +2,13 @@
 
 AnonymisationError                   500
  ├── InvalidRequest                  400  (a missing field, unreadable upload)
- │    └── InvalidMedia               400  (bytes that are not an image or video we can read)
+ │    ├── InvalidMedia               400  (bytes that are not an image or video we can read)
+ │    └── RefusedUrl                 400  (/set_url: a URL the registry's URL policy refuses)
  ├── Unauthenticated                 401  (auth: no key, or an unknown one)
  ├── Forbidden                       403  (auth: a user key where an admin key is needed)
  ├── UnknownRegistration             404  (a URL that is not registered)
  ├── UnreachableServer               400  (/set_url: nothing answers there, or neither protocol)
+ ├── TooManyServers                  409  (/set_url: the registry holds its most servers)
  ├── PayloadTooLarge                 413
  ├── UnsupportedMedia                415
  ├── InvalidConfiguration            422  (every problem of a configuration, at once)
@@ -32,12 +34,20 @@ class InvalidMedia(InvalidRequest):
     pass
 
 
+class RefusedUrl(InvalidRequest):
+    pass
+
+
 class UnknownRegistration(AnonymisationError):
     status_code = 404
 
 
 class UnreachableServer(AnonymisationError):
     status_code = 400
+
+
+class TooManyServers(AnonymisationError):
+    status_code = 409
 
 
 class PayloadTooLarge(AnonymisationError):

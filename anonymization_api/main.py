@@ -1,5 +1,6 @@
 """The anonymisation API: `create_app(settings)` builds it; the lifespan loads the registry,
-discovers the registered servers, keeps re-discovering those that are down, and closes clients."""
+discovers the registered servers in the background (start-up never waits on them), keeps
+re-discovering those that are down, and closes clients."""
 
 import asyncio
 import contextlib
@@ -20,7 +21,7 @@ from anonymization_api.errors import AnonymisationError, InvalidConfiguration
 from anonymization_api.inference import InferenceRouter
 from anonymization_api.jobs import JobManager, QueueFull
 from anonymization_api.metrics import ApiMetrics
-from anonymization_api.registry import Registry
+from anonymization_api.registry import Registry, UrlPolicy
 from anonymization_api.routes import images, page, registry, videos
 from anonymization_api.settings import ApiSettings, get_settings
 from anonymizer_shared.bmw import envelope
@@ -40,15 +41,23 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        the_registry = Registry(settings.url_configuration, settings.discovery_timeout_s)
+        the_registry = Registry(
+            settings.url_configuration,
+            settings.discovery_timeout_s,
+            discovery_deadline_s=settings.discovery_deadline_s,
+            max_discovery_bytes=settings.max_discovery_bytes,
+            max_servers=settings.max_servers,
+            policy=UrlPolicy(settings.registry_allow),
+        )
         the_registry.load()
-        await the_registry.refresh()
         app.state.registry = the_registry
         app.state.router = InferenceRouter(
             the_registry, settings.inference_timeout_s, settings.shared_memory, metrics=app.state.metrics
         )
         app.state.admission = Admission(settings.images_at_once, settings.images_waiting, settings.requests_per_key)
         app.state.jobs = JobManager(settings.videos_dir, settings.video_workers, settings.video_queue)
+        # The first discovery runs in this task too: a server that is slow to answer (or answers on
+        # purpose slowly) must not hold the API's start-up; until discovered, servers show "not checked yet".
         rediscovery = asyncio.create_task(the_registry.keep_discovering(settings.rediscover_interval_s))
         try:
             yield

@@ -4,9 +4,10 @@ import os
 from functools import cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from anonymization_api.registry.url_policy import AllowList
 from anonymizer_shared.files import PROJECT_ROOT
 
 
@@ -28,6 +29,14 @@ class ApiSettings(BaseSettings):
         True, description="send images to inference servers on loopback through shared memory, not the body"
     )
     discovery_timeout_s: float = Field(5.0, gt=0, description="time allowed for each discovery request")
+    discovery_deadline_s: float = Field(15.0, gt=0, description="time allowed for the whole discovery of one server")
+    max_discovery_bytes: int = Field(1024 * 1024, ge=1024, description="largest answer read during discovery")
+    max_servers: int = Field(64, ge=1, description="most inference servers the registry holds")
+    registry_allow: str = Field(
+        "",
+        description="comma-separated host names, addresses and networks (CIDR) that /set_url may register; "
+        "empty: any address but link-local, multicast, unspecified, broadcast and reserved ones",
+    )
     rediscover_interval_s: float = Field(10.0, gt=0, description="how often unavailable servers are tried again")
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1, description="largest image upload")
     # 36 MP holds an 8K frame (33 MP); the decoded image costs 3 bytes a pixel, several times over
@@ -55,6 +64,12 @@ class ApiSettings(BaseSettings):
     video_encoder_threads: int = Field(
         0, ge=0, le=64, description="x264 threads per video; 0: half the CPUs, at least 1 (detection needs the rest)"
     )
+
+    @field_validator("registry_allow")
+    @classmethod
+    def _allow_list_parses(cls, value: str) -> str:
+        AllowList.parse(value)  # a typo fails at start, not as every registration refused
+        return value
 
     @property
     def encoder_threads(self) -> int:

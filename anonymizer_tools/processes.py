@@ -62,6 +62,21 @@ def running(
     log_level: str = "warning",
 ) -> Iterator[str]:
     """Run `anonymizer ARGS --port P` (a free port unless given); yields its URL once `ready_path` answers."""
+    with started(args, ready_path, log, env, port, log_level=log_level) as (url, _process):
+        yield url
+
+
+@contextmanager
+def started(
+    args: list[str],
+    ready_path: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    ready_timeout_s: float = 300.0,
+    log_level: str = "warning",
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """As `running`, yielding the process too (its pid, for what it uses)."""
     port = port or free_port()
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -73,7 +88,15 @@ def running(
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_ready(base + ready_path, process, log=log)
-        yield base
+        wait_until_ready(base + ready_path, process, ready_timeout_s, log=log)
+        yield base, process
     finally:
         stop(process)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The largest resident memory the process has had (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")

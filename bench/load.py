@@ -11,9 +11,7 @@ Retry-After for the excess, and bounded waits for the rest, instead of every cli
 import argparse
 import collections
 import json
-import os
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from anonymizer_tools.processes import anonymizer_command, free_port, running, stop, wait_until_ready
+from anonymizer_tools.processes import peak_rss_mb, running, started
 from bench.scenes import jpeg, portraits_scene
 
 CONFIG = json.dumps(
@@ -36,13 +34,6 @@ CONFIG = json.dumps(
         ]
     }
 )
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def load(url: str, image: bytes, clients: int, seconds: float) -> tuple[collections.Counter, list[float], int]:
@@ -87,21 +78,14 @@ def main() -> None:
             "ANONYMIZER_API_IMAGES_AT_ONCE": str(args.images_at_once),
             "ANONYMIZER_API_IMAGES_WAITING": str(args.waiting),
         }
-        port = free_port()
-        api = f"http://127.0.0.1:{port}"
-        command = anonymizer_command(["serve-api", "--port", str(port), "--data-dir", str(work / "data")])
+        api_args = ["serve-api", "--data-dir", str(work / "data")]
         with (
             running(["serve-detection"], "/v2/health/ready", work / "detection.log") as detection,
-            (work / "api.log").open("w") as log,
+            started(api_args, "/health", work / "api.log", env=env) as (api, process),
         ):
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
-            try:
-                wait_until_ready(f"{api}/health", process)
-                httpx.post(f"{api}/set_url", data={"url": detection}, timeout=60).raise_for_status()
-                statuses, latencies, done = load(api, image, args.clients, args.seconds)
-                rss = peak_rss_mb(process.pid)
-            finally:
-                stop(process)
+            httpx.post(f"{api}/set_url", data={"url": detection}, timeout=60).raise_for_status()
+            statuses, latencies, done = load(api, image, args.clients, args.seconds)
+            rss = peak_rss_mb(process.pid)
     answered = sorted(latencies)
     print(f"{args.clients} clients for {args.seconds:.0f} s, {args.images_at_once} at once, {args.waiting} waiting")
     print(f"throughput: {done / args.seconds:.2f} images/s ({done} anonymised)")

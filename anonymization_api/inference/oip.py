@@ -47,6 +47,10 @@ class OipClients:
                 ssl=parsed.scheme == "https",
                 conn_timeout=self._timeout,
             )
+            # tritonclient's aiohttp session follows redirects: a registered server could send the API's
+            # requests, images included, to an address nobody registered. Its session is private, and
+            # wrapping it is the one way to say so.
+            client._stub = _NoRedirects(client._stub)
             self._clients[url] = client
         return client
 
@@ -69,7 +73,7 @@ class OipClients:
                 raise Unreachable(f"{where} is unavailable: {exc.message()}") from exc
             if str(exc.status()) == "400":  # the request's own parameters: the caller's to fix
                 raise InferenceRejected(f"{where} refused the request: {exc.message()}") from exc
-            raise InferenceError(f"{where} answered with an error: {exc.message()}") from exc
+            raise InferenceError(f"{where} answered with an error ({exc.status()}): {exc.message()}") from exc
         except CONNECTION_ERRORS as exc:
             raise Unreachable(f"{where} is unavailable: {type(exc).__name__}: {exc}") from exc
         except wire.ContractViolation as exc:
@@ -101,6 +105,22 @@ class OipClients:
         finally:
             if region is not None:
                 await self._shared.release(url, client, region)
+
+
+class _NoRedirects:
+    """tritonclient's aiohttp session, not following redirects: a 3xx is an answer (an error)."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    def get(self, **kwargs: Any) -> Any:
+        return self._session.get(allow_redirects=False, **kwargs)
+
+    def post(self, **kwargs: Any) -> Any:
+        return self._session.post(allow_redirects=False, **kwargs)
+
+    async def close(self) -> None:
+        await self._session.close()
 
 
 async def _request(

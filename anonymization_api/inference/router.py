@@ -68,9 +68,10 @@ class InferenceRouter:
             await client.close()
 
     def replica_order(self, servers: tuple[ServerInfo, ...], model: str) -> list[ServerInfo]:
-        """Servers offering `model` in the order to try them: available ones taking turns, then the rest."""
+        """Servers offering `model` in the order to try them: available ones taking turns, then the rest
+        but those whose address the URL policy refuses now (never tried: see `ServerInfo.refused`)."""
         up = [server for server in servers if server.available]
-        down = [server for server in servers if not server.available]
+        down = [server for server in servers if not server.available and not server.refused]
         if up:
             turn = self._turns.get(model, 0)
             self._turns[model] = turn + 1
@@ -91,7 +92,8 @@ class InferenceRouter:
             raise InferenceTimeout(str(failure)) from failure
         if isinstance(failure, BrokenContract):
             raise InferenceError(str(failure)) from failure
-        raise InferenceUnavailable(str(failure or f"no replica of model {target.model.name} is registered"))
+        refused = "".join(f"; {s.url} {s.error}" for s in target.servers if s.refused)
+        raise InferenceUnavailable(str(failure or f"no usable replica of model {target.model.name}{refused}"))
 
     async def _on_replica(
         self, server: ServerInfo, model: ModelInfo, images: np.ndarray, parameters: dict[str, Any]

@@ -5,12 +5,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from anonymization_api.errors import InvalidRequest
 from anonymization_api.schemas import ModelDescription, ServerDescription
 from anonymizer_shared.wire import Task
+
+TASKS = {task.value for task in Task}
 
 
 class Protocol(StrEnum):
@@ -36,6 +37,8 @@ class ServerInfo:
     error: str | None = None
     # Task and labels the user gave at registration, for models whose server does not say them.
     given: dict[str, ModelInfo] = field(default_factory=dict)
+    # The URL policy refuses its address now (its name resolves elsewhere): no request goes there.
+    refused: bool = False
 
     def describe(self) -> ServerDescription:
         return ServerDescription(
@@ -45,22 +48,6 @@ class ServerInfo:
             error=self.error,
             models={name: ModelDescription(task=m.task, labels=list(m.labels)) for name, m in self.models.items()},
         )
-
-
-def normalise_url(raw: str) -> str:
-    """`host:port`, `http://host:port` or `http://host:port/` -> `http://host:port/`."""
-    text = raw.strip()
-    if not text:
-        raise InvalidRequest("the url is empty; send the inference server's address, e.g. http://127.0.0.1:8081/")
-    if "://" not in text:
-        text = "http://" + text
-    try:
-        url = httpx.URL(text)
-    except httpx.InvalidURL as exc:
-        raise InvalidRequest(f"'{raw}' is not a valid url ({exc}); e.g. http://127.0.0.1:8081/") from exc
-    if url.scheme not in ("http", "https") or not url.host:
-        raise InvalidRequest(f"'{raw}' is not an http(s) url with a host; e.g. http://127.0.0.1:8081/")
-    return str(url).rstrip("/") + "/"
 
 
 # --- url_configuration.json ----------------------------------------------------------------------
@@ -131,8 +118,9 @@ def parse_given(content: Any) -> dict[str, ModelInfo]:
     given = {}
     for name, spec in content.items():
         task = spec.get("task") if isinstance(spec, dict) else None
+        task = task if isinstance(task, str) else None
         labels = spec.get("labels") if isinstance(spec, dict) else None
-        if task not in {t.value for t in Task} or not isinstance(labels, list) or not labels:
+        if task not in TASKS or not isinstance(labels, list) or not labels:
             raise InvalidRequest(
                 f"models.{name} needs task (detection or segmentation) and labels (a non-empty list), got {spec!r}"
             )

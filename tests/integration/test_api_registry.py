@@ -24,7 +24,7 @@ def test_set_url_is_idempotent_with_or_without_slash(api_url, detection_url):
 def test_set_url_names_the_problem(api_url):
     closed = f"http://127.0.0.1:{free_port()}/"
     response = httpx.post(f"{api_url}/set_url", data={"url": closed}, timeout=60)
-    assert response.status_code == 400 and "unreachable" in response.json()["error"]
+    assert response.status_code == 400 and "is not reachable" in response.json()["error"]
     neither = httpx.post(f"{api_url}/set_url", data={"url": api_url}, timeout=60)  # the API itself is no server
     assert neither.status_code == 400 and "neither" in neither.json()["error"]
     assert closed not in httpx.get(f"{api_url}/list_urls").json()["data"]["urls"]
@@ -76,6 +76,8 @@ def test_bmw_files_as_they_are_and_a_server_down_at_start(tmp_path, detection_ur
     with running(
         ["serve-api", "--data-dir", str(tmp_path)], "/health", tmp_path / "api.log", env=FAST_REDISCOVERY
     ) as api:
+        # discovery runs in the background once the API answers
+        assert wait_for(lambda: httpx.get(f"{api}/health").json()["data"]["servers"][detection_url + "/"])
         health = httpx.get(f"{api}/health").json()["data"]["servers"]
         assert health == {detection_url + "/": True, late_url: False}
         response = anonymize(api, encode(grace_hopper()), user_config)  # BMW's user_configuration.json shape

@@ -4,23 +4,21 @@ costly to serve are refused early, within bounded memory (the API's peak RSS is 
 
 import io
 import json
-import os
-import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import numpy as np
 from PIL import Image
 
-from anonymizer_tools.processes import anonymizer_command, free_port, stop, wait_until_ready
 from tests.support.api import face_entry
+from tests.support.servers import free_port, peak_rss_mb, started
 from tests.support.videos import make_video
 
 ADMIN, USER = "admin-key-for-the-tests-0001", "user-key-for-the-tests-00001"
+KEYS = {"ANONYMIZER_API_ADMIN_KEYS": ADMIN, "ANONYMIZER_API_USER_KEYS": USER}
 CONFIG = json.dumps({"sensitive_info": [face_entry()]})
 
 
@@ -63,30 +61,14 @@ def fake_server() -> Iterator[str]:
         server.server_close()
 
 
-@contextmanager
-def api_process(folder: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    port = free_port()
-    command = anonymizer_command(["serve-api", "--port", str(port), "--data-dir", str(folder / "data")])
-    settings = {f"ANONYMIZER_API_{name.upper()}": value for name, value in env.items()}
-    with (folder / "api.log").open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **settings})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(f"{url}/health", process, log=folder / "api.log")
-        yield url, process
-    finally:
-        stop(process)
-
-
-def peak_rss_mb(process: subprocess.Popen) -> float:
-    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
 def test_a_fake_server_cannot_join_without_an_admin_key(tmp_path):
-    with fake_server() as fake, api_process(tmp_path, admin_keys=ADMIN, user_keys=USER) as (api, _):
+    with (
+        fake_server() as fake,
+        started(["serve-api", "--data-dir", str(tmp_path / "data")], "/health", tmp_path / "api.log", env=KEYS) as (
+            api,
+            _,
+        ),
+    ):
         anonymous = httpx.post(f"{api}/set_url", data={"url": fake}, timeout=30)
         as_user = httpx.post(f"{api}/set_url", data={"url": fake}, headers={"X-API-Key": USER}, timeout=30)
         assert anonymous.status_code == 401 and as_user.status_code == 403
@@ -109,8 +91,10 @@ def test_costly_requests_are_refused_early_within_bounded_memory(tmp_path):
     (tmp_path / "data" / "jsonFiles" / "url_configuration.json").write_text(
         json.dumps({"urls": [silent], "servers": {silent: record}})
     )
-    with api_process(tmp_path, max_upload_bytes="20000000") as (api, process):
-        baseline = peak_rss_mb(process)
+    limits = {"ANONYMIZER_API_MAX_UPLOAD_BYTES": "20000000"}
+    api_args = ["serve-api", "--data-dir", str(tmp_path / "data")]
+    with started(api_args, "/health", tmp_path / "api.log", env=limits) as (api, process):
+        baseline = peak_rss_mb(process.pid)
 
         def send_bomb() -> int:
             files = {"image": ("bomb.png", bomb.getvalue()), "configuration": ("c.json", CONFIG)}
@@ -140,5 +124,5 @@ def test_costly_requests_are_refused_early_within_bounded_memory(tmp_path):
         assert chunked.status_code == 413
         uploads = tmp_path / "data" / ".uploads"
         assert not uploads.exists() or not list(uploads.iterdir())
-        grown = peak_rss_mb(process) - baseline
+        grown = peak_rss_mb(process.pid) - baseline
     assert grown < 200, f"the API grew by {grown:.0f} MB refusing these"

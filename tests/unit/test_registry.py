@@ -3,9 +3,6 @@
 import json
 import stat
 
-import pytest
-
-from anonymization_api.errors import AnonymisationError
 from anonymization_api.registry import ModelInfo, Protocol, Registry, ServerInfo
 from anonymizer_shared.wire import Task
 
@@ -54,11 +51,19 @@ def test_a_server_record_without_task_is_rediscovered_not_a_crash(tmp_path):
     assert server.models == {}
 
 
-def test_a_file_of_another_shape_is_named(tmp_path):
+def test_a_file_of_another_shape_is_reported_kept_and_the_registry_starts_empty(tmp_path, caplog):
     path = tmp_path / "url_configuration.json"
     path.write_text('{"urls": "x"}')
-    with pytest.raises(AnonymisationError, match="urls"):
-        registry_at(path)
+    assert registry_at(path).servers() == []
+    assert "urls" in caplog.text and "starts empty" in caplog.text
+    assert (tmp_path / "url_configuration.json.invalid").read_text() == '{"urls": "x"}'
+
+
+def test_a_default_port_is_kept_as_written(tmp_path):
+    path = tmp_path / "url_configuration.json"
+    path.write_text(json.dumps({"urls": ["http://inference:80/", "https://triton:443", "http://127.0.0.1:8081"]}))
+    urls = [server.url for server in registry_at(path).servers()]
+    assert urls == ["http://inference:80/", "https://triton:443/", "http://127.0.0.1:8081/"]
 
 
 def test_writes_leave_no_temporary_files(tmp_path):
@@ -67,3 +72,21 @@ def test_writes_leave_no_temporary_files(tmp_path):
     for _ in range(3):
         registry._write()
     assert [p.name for p in tmp_path.iterdir()] == ["url_configuration.json"]
+
+
+def test_a_file_with_more_servers_than_the_limit_keeps_the_first(tmp_path, caplog):
+    path = tmp_path / "url_configuration.json"
+    urls = [f"http://127.0.0.1:{port}/" for port in range(8001, 8006)]
+    path.write_text(json.dumps({"urls": urls}))
+    registry = Registry(path, discovery_timeout_s=1, max_servers=2)
+    registry.load()
+    assert [server.url for server in registry.servers()] == urls[:2]
+    assert "ANONYMIZER_API_MAX_SERVERS" in caplog.text and urls[4] in caplog.text
+
+
+def test_entries_with_credentials_or_aliases(tmp_path, caplog):
+    """Credentials are dropped (and not logged); an alias is the address it stands for."""
+    path = tmp_path / "url_configuration.json"
+    path.write_text(json.dumps({"urls": ["http://u:hunter2@127.0.0.1:8081/", "http://2130706433:8090"]}))
+    assert [server.url for server in registry_at(path).servers()] == ["http://127.0.0.1:8090/"]
+    assert "credentials in URLs are not accepted" in caplog.text and "hunter2" not in caplog.text

@@ -126,3 +126,13 @@ def test_a_replica_breaking_the_contract_is_marked_and_another_asked(tmp_path):
     router, target, _ = setup(tmp_path, {"http://a/": "broken"})
     with pytest.raises(InferenceError, match="contract"):
         run(router, target)
+
+
+def test_a_server_the_url_policy_refuses_now_is_never_called(tmp_path):
+    """Its name resolved to a refused address at the last discovery (DNS rebinding, say)."""
+    router, target, servers = setup(tmp_path, {"http://a/": "ok", "http://b/": "ok"})
+    for server in target.servers:
+        server.available, server.refused, server.error = False, True, "is refused: a resolves to a link-local address"
+    with pytest.raises(InferenceUnavailable, match="link-local"):
+        run(router, target)
+    assert servers.calls == []
