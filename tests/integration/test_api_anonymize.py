@@ -253,8 +253,11 @@ def test_model_parameters_reach_the_model(api_url):
         for config in (few, many)
     ]
     assert counted[0] == 1 and counted[1] > 1
-    wrong = anonymize(api_url, source, {"sensitive_info": [face_entry(model_parameters={"scale": "1"})]})
-    assert wrong.status_code == 502 and "scale" in wrong.json()["error"]
+    unknown = anonymize(api_url, source, {"sensitive_info": [face_entry(model_parameters={"scale": "1"})]})
+    (problem,) = unknown.json()["data"]["problems"]
+    assert unknown.status_code == 422 and problem["field"] == "model_parameters" and "scales" in problem["choices"]
+    refused = anonymize(api_url, source, {"sensitive_info": [face_entry(model_parameters={"scales": "x"})]})
+    assert refused.status_code == 422 and "scales" in refused.json()["error"]  # the model's own check, not a 502
 
 
 def test_detection_size_detects_on_fewer_pixels_and_hides_at_full_size(api_url):
