@@ -46,9 +46,14 @@ def load(url: str, image: bytes, clients: int, seconds: float) -> tuple[collecti
         with httpx.Client(timeout=120) as http:
             while time.monotonic() < deadline:
                 started = time.perf_counter()
-                response = http.post(
-                    f"{url}/anonymize", files={"image": ("a.jpg", image), "configuration": ("c.json", CONFIG)}
-                )
+                try:
+                    response = http.post(
+                        f"{url}/anonymize", files={"image": ("a.jpg", image), "configuration": ("c.json", CONFIG)}
+                    )
+                except httpx.TransportError as exc:
+                    with lock:
+                        statuses[f"no answer ({type(exc).__name__})"] += 1
+                    continue
                 elapsed = time.perf_counter() - started
                 with lock:
                     statuses[response.status_code] += 1
@@ -84,6 +89,10 @@ def main() -> None:
             started(api_args, "/health", work / "api.log", env=env) as (api, process),
         ):
             httpx.post(f"{api}/set_url", data={"url": detection}, timeout=60).raise_for_status()
+            warm = httpx.post(
+                f"{api}/anonymize", files={"image": ("a.jpg", image), "configuration": ("c.json", CONFIG)}, timeout=300
+            )
+            warm.raise_for_status()  # the first inference compiles the network: not part of the load
             statuses, latencies, done = load(api, image, args.clients, args.seconds)
             rss = peak_rss_mb(process.pid)
     answered = sorted(latencies)
@@ -91,7 +100,7 @@ def main() -> None:
     print(f"throughput: {done / args.seconds:.2f} images/s ({done} anonymised)")
     print(f"latency of all answers: p50 {statistics.median(answered) * 1000:.0f} ms, "
           f"p99 {answered[int(0.99 * (len(answered) - 1))] * 1000:.0f} ms")  # fmt: skip
-    print("statuses: " + ", ".join(f"{code}: {count}" for code, count in sorted(statuses.items())))
+    print("statuses: " + ", ".join(f"{code}: {count}" for code, count in sorted(statuses.items(), key=str)))
     print(f"API peak memory: {rss:.0f} MB")
 
 
