@@ -4,7 +4,6 @@ discovers the registered servers, keeps re-discovering those that are down, and 
 import asyncio
 import contextlib
 import logging
-import shutil
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -14,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from anonymization_api.errors import AnonymisationError, InvalidConfiguration
 from anonymization_api.inference import InferenceRouter
-from anonymization_api.jobs import JobManager, QueueFull
+from anonymization_api.jobs import JobManager, QueueFull, SqliteJobStore, anonymise_whole
 from anonymization_api.registry import Registry
 from anonymization_api.routes import images, registry, videos
 from anonymization_api.settings import ApiSettings, get_settings
@@ -36,13 +35,21 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         await the_registry.refresh()
         app.state.registry = the_registry
         app.state.router = InferenceRouter(the_registry, settings.inference_timeout_s, settings.shared_memory)
-        app.state.jobs = JobManager(settings.videos_dir, settings.video_workers, settings.video_queue)
+        router = app.state.router
+
+        async def work(ctx, output):
+            await anonymise_whole(ctx, output, the_registry, router)
+
+        jobs = JobManager(
+            SqliteJobStore(settings.jobs_db), settings.data_dir, settings.video_workers, settings.video_queue, work
+        )
+        await asyncio.to_thread(jobs.recover)
+        app.state.jobs = jobs
         rediscovery = asyncio.create_task(the_registry.keep_discovering(settings.rediscover_interval_s))
         try:
             yield
         finally:
-            await app.state.jobs.shutdown()
-            shutil.rmtree(settings.uploads_dir, ignore_errors=True)
+            await app.state.jobs.close()
             rediscovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await rediscovery

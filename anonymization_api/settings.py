@@ -15,7 +15,9 @@ class ApiSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(4343, ge=0, le=65535)
-    data_dir: Path = Field(PROJECT_ROOT, description="holds jsonFiles/url_configuration.json and anonymized_videos/")
+    data_dir: Path = Field(
+        PROJECT_ROOT, description="holds jsonFiles/url_configuration.json, anonymized_videos/ and jobs/"
+    )
     inference_timeout_s: float = Field(60.0, gt=0, description="time allowed for one inference call")
     shared_memory: bool = Field(
         True, description="send images to inference servers on loopback through shared memory, not the body"
@@ -53,8 +55,13 @@ class ApiSettings(BaseSettings):
 
     @property
     def uploads_dir(self) -> Path:
-        """Videos waiting for or in a job; emptied when the service stops."""
+        """Videos waiting for or in a job; each is removed when its job ends."""
         return self.data_dir / ".uploads"
+
+    @property
+    def jobs_db(self) -> Path:
+        """The embedded mode's job records (SQLite)."""
+        return self.data_dir / "jobs" / "jobs.sqlite3"
 
 
 @cache

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         type=Path,
         default=None,
-        help="holds jsonFiles/url_configuration.json and anonymized_videos/ (default: the project)",
+        help="holds jsonFiles/url_configuration.json, anonymized_videos/ and jobs/ (default: the project)",
     )
     api.set_defaults(handler=_serve_api)
 

@@ -117,6 +117,7 @@ async def anonymise_video(
                 await encode
             encode = asyncio.create_task(asyncio.to_thread(_render_and_write, writer, ready, plan, batch.audio))
             progress.frames_done = index - len(buffer)
+            progress.report()
         if encode is not None:
             await encode
         for record in buffer:
@@ -125,6 +126,7 @@ async def anonymise_video(
         await asyncio.to_thread(writer.finish)
         progress.frames_done = index
         progress.frames_total = index
+        progress.report(final=True)
     except BaseException:
         # A thread cannot be cancelled: let the running decode and encode finish before their
         # containers are closed under them (closing first crashes FFmpeg).
