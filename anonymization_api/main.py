@@ -30,8 +30,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        the_registry = Registry(settings.url_configuration, settings.discovery_timeout_s)
-        the_registry.load()
+        the_registry = Registry(settings.url_configuration, settings.discovery_timeout_s, shared=settings.broker_url)
+        await asyncio.to_thread(the_registry.load)
         await the_registry.refresh()
         app.state.registry = the_registry
         app.state.router = InferenceRouter(the_registry, settings.inference_timeout_s, settings.shared_memory)
@@ -54,6 +54,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await rediscovery
             await app.state.router.close()
+            the_registry.close()
 
     app = FastAPI(
         title="Anonymizer",

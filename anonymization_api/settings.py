@@ -11,7 +11,7 @@ from anonymizer_shared.files import PROJECT_ROOT
 
 
 class ApiSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ANONYMIZER_API_")
+    model_config = SettingsConfigDict(env_prefix="ANONYMIZER_API_", populate_by_name=True)
 
     host: str = "127.0.0.1"
     port: int = Field(4343, ge=0, le=65535)
@@ -35,6 +35,20 @@ class ApiSettings(BaseSettings):
     # the encoding time (1080p, measured): encoding is the largest cost per frame after detection.
     video_preset: str = Field("superfast", description="x264 preset of the output: ultrafast .. veryslow")
     video_crf: int = Field(23, ge=0, le=51, description="x264 quality of the output: lower is better and larger")
+    video_segment_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="videos longer than 1.5 times this are cut at keyframes into segments of about this length, "
+        "anonymised side by side by the workers; 0: never cut",
+    )
+    broker_url: str | None = Field(
+        None,
+        validation_alias="ANONYMIZER_BROKER_URL",
+        description="redis://host:port/db: jobs run on Celery workers, records and the registry live in Redis",
+    )
+    broker_visibility_timeout_s: int = Field(
+        3600, ge=1, description="a task not finished within this is given to another worker (its worker is lost)"
+    )
     video_encoder_threads: int = Field(
         0, ge=0, le=64, description="x264 threads per video; 0: half the CPUs, at least 1 (detection needs the rest)"
     )

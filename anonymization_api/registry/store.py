@@ -5,13 +5,22 @@ The file keeps BMW's shape, `{"urls": [...]}`, plus a `servers` section with wha
 configurations and answers 503 instead of disappearing. Writes are atomic and serialised by a
 lock, so concurrent requests never leave the file half written. Which replica serves a call, and
 when a server is marked unavailable, is the `InferenceRouter`'s business.
+
+Shared (`shared=` a Redis URL, the Celery mode): the same JSON lives under one Redis key, with a
+version counter that every change increments. Every API replica and worker re-reads it when the
+counter has moved (`sync`, before each request), so `/set_url` on one replica is seen by all. A
+change takes a Redis lock and re-reads first, so two replicas' changes never overwrite each other.
+On first start the key is seeded from the file.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import redis
 from pydantic import ValidationError
 
 from anonymization_api.errors import AnonymisationError, UnknownRegistration, UnreachableServer
@@ -22,37 +31,97 @@ from anonymizer_shared.files import atomic_write
 logger = logging.getLogger(__name__)
 
 
+REDIS_KEY = "anonymizer:registry"
+
+
 class Registry:
-    def __init__(self, path: Path, discovery_timeout_s: float) -> None:
+    def __init__(self, path: Path, discovery_timeout_s: float, shared: str | None = None) -> None:
         self._path = path
         self._timeout = discovery_timeout_s
         self._servers: dict[str, ServerInfo] = {}
         self._lock = asyncio.Lock()
+        self._redis = redis.Redis.from_url(shared, decode_responses=True) if shared else None
+        self._version: str | None = None
 
     # --- persistence ---
 
     def load(self) -> None:
-        """Read the file (BMW's, or ours with discovery results); a missing file is an empty registry."""
+        """Read the file (BMW's, or ours with discovery results); a missing file is an empty registry.
+        Shared: read the Redis copy, seeded from the file where there is none yet."""
+        if self._redis is not None:
+            with self._redis.lock(f"{REDIS_KEY}:lock", timeout=30, thread_local=False):
+                if self._redis.exists(REDIS_KEY):
+                    self._read_shared()
+                    return
         if not self._path.exists():
             self._write()
             return
+        self._apply(self._path.read_text(), self._path.name)
+        if self._redis is not None:
+            self._write()
+
+    def _apply(self, text: str, source: str) -> None:
         try:
-            content = UrlConfiguration.model_validate(json.loads(self._path.read_text() or "{}"))
+            content = UrlConfiguration.model_validate(json.loads(text or "{}"))
         except (json.JSONDecodeError, ValidationError) as exc:
             raise AnonymisationError(
-                f"{self._path.name} is not a valid url configuration ({_first_problem(exc)}); "
+                f"{source} is not a valid url configuration ({_first_problem(exc)}); "
                 'expected {"urls": ["http://host:port/", ...]}'
             ) from exc
+        known, self._servers = self._servers, {}
         for raw in content.urls:
             url = normalise_url(raw)
-            self._servers[url] = content.record(url, raw).info(url)
+            server = content.record(url, raw).info(url)
+            previous = known.get(url)
+            if previous is not None and (previous.models, previous.protocol) == (server.models, server.protocol):
+                server = previous  # what this process knows of its availability stays
+            elif self._redis is not None:
+                server.available = True  # the replica that registered it had just reached it
+            self._servers[url] = server
+
+    def _read_shared(self) -> None:
+        with self._redis.pipeline() as pipe:
+            text, self._version = pipe.get(REDIS_KEY).get(f"{REDIS_KEY}:version").execute()
+        self._apply(text, f"the shared registry ({REDIS_KEY})")
 
     def _write(self) -> None:
         content = UrlConfiguration(
             urls=list(self._servers),
             servers={url: ServerRecord.of(server).model_dump(mode="json") for url, server in self._servers.items()},
         )
-        atomic_write(self._path, content.model_dump_json(indent=2))
+        if self._redis is None:
+            atomic_write(self._path, content.model_dump_json(indent=2))
+            return
+        with self._redis.pipeline() as pipe:
+            pipe.set(REDIS_KEY, content.model_dump_json(indent=2)).incr(f"{REDIS_KEY}:version")
+            self._version = str(pipe.execute()[1])
+
+    async def sync(self) -> None:
+        """Shared: re-read the registry if another process changed it."""
+        if self._redis is None:
+            return
+        if await asyncio.to_thread(self._redis.get, f"{REDIS_KEY}:version") != self._version:
+            async with self._lock:
+                await asyncio.to_thread(self._read_shared)
+
+    @contextlib.asynccontextmanager
+    async def _changing(self) -> AsyncIterator[None]:
+        """A change, serialised in this process and, shared, across processes (read afresh first)."""
+        async with self._lock:
+            if self._redis is None:
+                yield
+                return
+            lock = self._redis.lock(f"{REDIS_KEY}:lock", timeout=30, thread_local=False)
+            await asyncio.to_thread(lock.acquire)
+            try:
+                await asyncio.to_thread(self._read_shared)
+                yield
+            finally:
+                await asyncio.to_thread(lock.release)
+
+    def close(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
 
     # --- queries ---
 
@@ -74,18 +143,18 @@ class Registry:
         server = await discover(url, self._timeout, given or {})
         if not server.available:
             raise UnreachableServer(f"{url}: {server.error}")
-        async with self._lock:
+        async with self._changing():
             self._servers[url] = server
             await asyncio.to_thread(self._write)
         return server
 
     async def remove(self, raw_url: str) -> None:
-        async with self._lock:
+        async with self._changing():
             del self._servers[self.get(raw_url).url]
             await asyncio.to_thread(self._write)
 
     async def remove_all(self) -> None:
-        async with self._lock:
+        async with self._changing():
             self._servers.clear()
             await asyncio.to_thread(self._write)
 
@@ -93,7 +162,7 @@ class Registry:
         """Discover registered servers again (concurrently); keeps what was known of those still down."""
         targets = [s for s in self._servers.values() if not (only_unavailable and s.available)]
         found = await asyncio.gather(*(discover(s.url, self._timeout, s.given) for s in targets))
-        async with self._lock:
+        async with self._changing():
             changed = False
             for server in found:
                 previous = self._servers.get(server.url)
