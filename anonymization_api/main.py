@@ -40,10 +40,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         async def work(ctx, output):
             await anonymise_whole(ctx, output, the_registry, router)
 
-        jobs = JobManager(
-            SqliteJobStore(settings.jobs_db), settings.data_dir, settings.video_workers, settings.video_queue, work
-        )
-        await asyncio.to_thread(jobs.recover)
+        if settings.broker_url:  # the Celery mode: workers run the jobs, records live in Redis
+            from anonymization_api.jobs.celery_mode import CeleryJobs
+
+            jobs = CeleryJobs(settings)
+            await asyncio.to_thread(jobs.sweep_after_crash)
+        else:
+            jobs = JobManager(
+                SqliteJobStore(settings.jobs_db), settings.data_dir, settings.video_workers, settings.video_queue, work
+            )
+            await asyncio.to_thread(jobs.recover)
         app.state.jobs = jobs
         rediscovery = asyncio.create_task(the_registry.keep_discovering(settings.rediscover_interval_s))
         try:

@@ -46,6 +46,7 @@ class ApiSettings(BaseSettings):
         validation_alias="ANONYMIZER_BROKER_URL",
         description="redis://host:port/db: jobs run on Celery workers, records and the registry live in Redis",
     )
+    celery_queue: str = Field("anonymizer-videos", description="the Celery queue this API sends video jobs to")
     broker_visibility_timeout_s: int = Field(
         3600, ge=1, description="a task not finished within this is given to another worker (its worker is lost)"
     )

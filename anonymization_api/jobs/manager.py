@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from anonymization_api.errors import AnonymisationError, UnknownRegistration
-from anonymization_api.jobs.runner import JobContext
+from anonymization_api.jobs.runner import WORK_PREFIX, JobContext, finish, work_dir
 from anonymization_api.jobs.store import ACTIVE, JobRecord, JobState, JobStore
 from anonymization_api.pipelines.progress import Cancelled
 from anonymization_api.schemas import JobDescription, JobDetections
@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 RESTARTED = "the service restarted while the job ran; submit it again"
 UPLOADS = ".uploads"
 VIDEOS = "anonymized_videos"
-WORK_PREFIX = ".work-"  # a job's segment files, in the videos folder so that renames stay on one file system
 
 
 class QueueFull(AnonymisationError):
@@ -119,20 +118,21 @@ def output_name(original: str, when: datetime, number: int = 1) -> str:
     return f"{base}.mp4" if number == 1 else f"{base}_{number}.mp4"
 
 
+def job_files(data_dir: Path, record: JobRecord) -> list[Path]:
+    """What a job has on disk while it is queued or running: its upload, its segment folder and
+    the files in it, its partial outputs (the segment folder last, so it can be removed in order)."""
+    output, work = data_dir / record.output, work_dir(data_dir, record)
+    found = [data_dir / record.input, *output.parent.glob(f".{output.name[:64]}.*.partial")]
+    return found + ([*work.iterdir(), work] if work.is_dir() else [])
+
+
 def remove_job_files(data_dir: Path, record: JobRecord, keep_output: bool) -> None:
     """The job's upload, its segment folder and its partial outputs; its output too unless kept."""
-    (data_dir / record.input).unlink(missing_ok=True)
-    output = data_dir / record.output
-    work = output.parent / f"{WORK_PREFIX}{record.id}"
-    if work.is_dir():
-        for path in work.iterdir():
-            path.unlink(missing_ok=True)
+    for path in job_files(data_dir, record):
         with contextlib.suppress(OSError):
-            work.rmdir()
-    for partial in output.parent.glob(f".{output.name[:64]}.*.partial"):
-        partial.unlink(missing_ok=True)
+            path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)
     if not keep_output:
-        output.unlink(missing_ok=True)
+        (data_dir / record.output).unlink(missing_ok=True)
 
 
 def sweep(data_dir: Path, live: list[JobRecord], older_than_s: float = 0.0) -> list[Path]:
@@ -334,8 +334,7 @@ class JobManager(Jobs):
                 with atomic_output(ctx.output) as partial:  # fail closed: removed unless complete
                     await self._work(ctx, partial)
                     ctx.check()  # cancelled as the last frame was written: nothing may appear
-                if self.store.update(job_id, {JobState.RUNNING}, state=JobState.DONE, finished=time.time()) is None:
-                    ctx.output.unlink(missing_ok=True)  # cancelled between the rename and now
+                finish(ctx)
         except Cancelled:
             pass  # whoever stopped it set its state
         except AnonymisationError as exc:

@@ -7,6 +7,7 @@ job runs the same on any worker.
 """
 
 import asyncio
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from anonymization_api.media.video import EncoderSettings, probe
 from anonymization_api.pipelines.progress import Cancelled, Progress
 from anonymization_api.pipelines.video import VideoOptions, anonymise_video
 from anonymization_api.registry import Registry
+
+WORK_PREFIX = ".work-"  # a job's segment files, in the videos folder so that renames stay on one file system
 
 
 def job_request(configuration: str, options: VideoOptions) -> dict[str, Any]:
@@ -50,6 +53,10 @@ class JobContext:
     def output(self) -> Path:
         return self.path(self.record.output)
 
+    @property
+    def work_dir(self) -> Path:
+        return work_dir(self.data_dir, self.record)
+
     def is_cancelled(self) -> bool:
         """True once the job is no longer running: cancelled, failed in another worker, interrupted."""
         current = self.store.get(self.record.id)
@@ -69,6 +76,19 @@ class JobContext:
             )
 
         return Progress(listener=report)
+
+
+def work_dir(data_dir: Path, record: JobRecord) -> Path:
+    return (data_dir / record.output).parent / f"{WORK_PREFIX}{record.id}"
+
+
+def finish(ctx: JobContext) -> None:
+    """Mark the job done once its output is in place. If it was cancelled meanwhile the output goes;
+    if it is done already (the same task ran twice, both renaming the same content), it stays."""
+    if ctx.store.update(ctx.record.id, {JobState.RUNNING}, state=JobState.DONE, finished=time.time()) is None:
+        current = ctx.store.get(ctx.record.id)
+        if current is None or current.state is not JobState.DONE:
+            ctx.output.unlink(missing_ok=True)
 
 
 async def anonymise_whole(ctx: JobContext, output: Path, registry: Registry, router: InferenceRouter) -> None:
