@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from anonymization_api.errors import AnonymisationError, InvalidConfiguration
 from anonymization_api.inference import InferenceRouter
-from anonymization_api.jobs import JobManager, QueueFull, SqliteJobStore, anonymise_whole
+from anonymization_api.jobs import JobManager, QueueFull, SqliteJobStore, anonymise_job
 from anonymization_api.registry import Registry
 from anonymization_api.routes import images, registry, videos
 from anonymization_api.settings import ApiSettings, get_settings
@@ -38,7 +38,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         router = app.state.router
 
         async def work(ctx, output):
-            await anonymise_whole(ctx, output, the_registry, router)
+            await anonymise_job(ctx, output, the_registry, router)
 
         if settings.broker_url:  # the Celery mode: workers run the jobs, records live in Redis
             from anonymization_api.jobs.celery_mode import CeleryJobs

@@ -13,7 +13,7 @@ from anonymization_api.jobs.manager import (
     output_name,
     upload_path,
 )
-from anonymization_api.jobs.runner import JobContext, anonymise_whole, job_request
+from anonymization_api.jobs.runner import JobContext, anonymise_job, job_request
 from anonymization_api.jobs.store import JobRecord, JobState, SqliteJobStore
 
 __all__ = [
@@ -28,7 +28,7 @@ __all__ = [
     "ResultGone",
     "SqliteJobStore",
     "UnknownJob",
-    "anonymise_whole",
+    "anonymise_job",
     "describe",
     "job_request",
     "output_name",

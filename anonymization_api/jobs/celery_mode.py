@@ -1,8 +1,10 @@
 """The Celery mode: jobs run on `anonymizer worker` processes anywhere that reach the broker (Redis),
 the inference servers and the storage (the data folder every worker mounts).
 
-The task `start` runs a job: the video is anonymised into a partial file beside its output and
-renamed when complete. Tasks are acknowledged
+Three tasks carry a job: `start` (the job runs: a long video is cut, `pipelines.segments`, and a
+`segment` task sent per segment; a short one is anonymised there and then), `segment` (one
+segment's file), and `join` (sent by whichever segment finished last: the segments joined into the
+output, the input's audio muxed once). Tasks are acknowledged
 late, so a worker killed mid-task leaves its task to another (after the broker's visibility
 timeout), and every task is idempotent: files are written under temporary names and renamed when
 complete, a segment whose file exists is not redone, and the job's state changes by
@@ -12,6 +14,7 @@ compare-and-set, so a task run twice still ends in one complete output.
 import asyncio
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from celery import Celery
@@ -20,7 +23,15 @@ from anonymization_api.errors import AnonymisationError
 from anonymization_api.inference import InferenceRouter
 from anonymization_api.jobs.manager import Jobs, job_files, remove_job_files, sweep
 from anonymization_api.jobs.redis_store import RedisJobStore
-from anonymization_api.jobs.runner import JobContext, anonymise_whole, finish
+from anonymization_api.jobs.runner import (
+    JobContext,
+    anonymise_window,
+    finish,
+    join,
+    plan_windows,
+    segment_path,
+    windows_of,
+)
 from anonymization_api.jobs.store import ACTIVE, JobRecord, JobState
 from anonymization_api.pipelines.progress import Cancelled
 from anonymization_api.registry import Registry
@@ -54,21 +65,57 @@ def create_celery(settings: ApiSettings) -> Celery:
 
 
 def _register_tasks(app: Celery, settings: ApiSettings) -> None:
-    @app.task(name="anonymizer.start")
-    def start(job_id: str) -> None:
-        _run(settings, job_id, _start)
+    # A job's segment and join tasks go to the queue its start came from: workers serve queues.
+    @app.task(name="anonymizer.start", bind=True)
+    def start(task, job_id: str) -> None:
+        _run(settings, job_id, lambda ctx, registry, router: _start(ctx, registry, router, _queue(task)))
 
-    async def _start(ctx: JobContext, registry: Registry, router: InferenceRouter) -> None:
+    async def _start(ctx: JobContext, registry: Registry, router: InferenceRouter, queue: str) -> None:
         started = ctx.store.update(
             ctx.record.id, ACTIVE, state=JobState.RUNNING, started=ctx.record.started or time.time()
         )
         if started is None:
             return
         ctx.record = started
+        windows = await plan_windows(ctx)
+        if len(windows) == 1:
+            with atomic_output(ctx.output) as partial:
+                await anonymise_window(ctx, windows[0], partial, registry, router)
+                ctx.check()
+            finish(ctx)
+            return
+        if not ctx.record.segments:  # a second delivery of `start` keeps the first one's cuts
+            ctx.record = ctx.store.update(ctx.record.id, segments=[asdict(w) for w in windows])
+        for window in windows:
+            segment.apply_async((ctx.record.id, window.index), queue=queue)
+
+    @app.task(name="anonymizer.segment", bind=True)
+    def segment(task, job_id: str, index: int) -> None:
+        _run(settings, job_id, lambda ctx, registry, router: _segment(ctx, registry, router, index, _queue(task)))
+
+    async def _segment(ctx: JobContext, registry: Registry, router: InferenceRouter, index: int, queue: str) -> None:
+        windows = windows_of(ctx.record)
+        path = segment_path(ctx, index)
+        if not path.exists():  # else it was finished before, by a worker that died before telling
+            with atomic_output(path) as partial:
+                await anonymise_window(ctx, windows[index], partial, registry, router)
+                ctx.check()
+        if ctx.store.segment_finished(ctx.record.id, index) == len(windows):
+            join_task.apply_async((ctx.record.id,), queue=queue)
+
+    @app.task(name="anonymizer.join")
+    def join_task(job_id: str) -> None:
+        _run(settings, job_id, _join)
+
+    async def _join(ctx: JobContext, registry: Registry, router: InferenceRouter) -> None:
         with atomic_output(ctx.output) as partial:
-            await anonymise_whole(ctx, partial, registry, router)
+            await asyncio.to_thread(join, ctx, windows_of(ctx.record), partial)
             ctx.check()
         finish(ctx)
+
+
+def _queue(task) -> str:
+    return (task.request.delivery_info or {}).get("routing_key") or task.app.conf.task_default_queue
 
 
 def _run(settings: ApiSettings, job_id: str, step) -> None:

@@ -167,7 +167,7 @@ def sweep(data_dir: Path, live: list[JobRecord], older_than_s: float = 0.0) -> l
     return removed
 
 
-# How a job's video is anonymised into the partial output; the real one is runner.anonymise_whole.
+# How a job's video is anonymised into the partial output; the real one is runner.anonymise_job.
 Work = Callable[[JobContext, Path], Awaitable[None]]
 
 

@@ -1,5 +1,9 @@
 """What runs a job, wherever it runs (the API's own pool, or a Celery worker): the request a record
-carries turned back into a plan and video options, and the video anonymised into a partial file.
+carries turned back into a plan and video options; the video cut into segments where it is long
+(`plan_windows`), each segment anonymised into its file (`anonymise_window`), the segments joined
+(`join`), and the job marked done (`finish`). The embedded mode runs the segments one after the
+other (`anonymise_job`), the Celery mode sends each to a worker: the same cuts and the same code,
+so the output is the same.
 
 A record carries the configuration as text, not the validated plan: the process that runs the job
 validates it against its own registry (in the Celery mode the registry every process shares), so a
@@ -15,10 +19,12 @@ from typing import Any
 from anonymization_api.configuration import parse_configuration, plan
 from anonymization_api.inference import InferenceRouter
 from anonymization_api.jobs.store import JobRecord, JobState, JobStore, SegmentProgress
-from anonymization_api.media.video import EncoderSettings, probe
+from anonymization_api.media.video import EncoderSettings, join_segments, probe, timeline
 from anonymization_api.pipelines.progress import Cancelled, Progress
-from anonymization_api.pipelines.video import VideoOptions, anonymise_video
+from anonymization_api.pipelines.segments import Window, split
+from anonymization_api.pipelines.video import VideoOptions, anonymise_video, tracking_window
 from anonymization_api.registry import Registry
+from anonymizer_shared.files import atomic_output
 
 WORK_PREFIX = ".work-"  # a job's segment files, in the videos folder so that renames stay on one file system
 
@@ -91,9 +97,50 @@ def finish(ctx: JobContext) -> None:
             ctx.output.unlink(missing_ok=True)
 
 
-async def anonymise_whole(ctx: JobContext, output: Path, registry: Registry, router: InferenceRouter) -> None:
-    """The whole video into `output` (the caller's partial file), audio included."""
+def segment_path(ctx: JobContext, index: int) -> Path:
+    return ctx.work_dir / f"segment-{index:04d}.mp4"
+
+
+def windows_of(record: JobRecord) -> list[Window]:
+    return [Window(**window) for window in record.segments]
+
+
+async def plan_windows(ctx: JobContext) -> list[Window]:
+    """The job's cuts: one window for a short video, several at keyframes for a long one."""
+    if ctx.record.segments:
+        return windows_of(ctx.record)
+    options = options_of(ctx.record.request)
+    if options.segment_seconds <= 0:
+        return split(None, 0, 0)
+    info = await asyncio.to_thread(probe, ctx.input)
+    line = await asyncio.to_thread(timeline, ctx.input)
+    return split(line, options.segment_seconds, tracking_window(options, info.rate))
+
+
+async def anonymise_window(
+    ctx: JobContext, window: Window, output: Path, registry: Registry, router: InferenceRouter
+) -> None:
+    """One segment (or the whole video, audio included) into `output`, the caller's partial file."""
     the_plan = plan(parse_configuration(ctx.record.request["configuration"]), registry)
     info = await asyncio.to_thread(probe, ctx.input)
     options = options_of(ctx.record.request)
-    await anonymise_video(ctx.input, info, output, the_plan, options, router, ctx.progress(), ctx.is_cancelled)
+    progress = ctx.progress(window.index)
+    await anonymise_video(ctx.input, info, output, the_plan, options, router, progress, ctx.is_cancelled, window)
+
+
+def join(ctx: JobContext, windows: list[Window], output: Path) -> None:
+    parts = [segment_path(ctx, window.index) for window in windows]
+    join_segments(parts, ctx.input, output, options_of(ctx.record.request).keep_audio)
+
+
+async def anonymise_job(ctx: JobContext, output: Path, registry: Registry, router: InferenceRouter) -> None:
+    """The embedded mode's work: every segment in turn, then the join, into `output`."""
+    windows = await plan_windows(ctx)
+    if len(windows) == 1:
+        await anonymise_window(ctx, windows[0], output, registry, router)
+        return
+    for window in windows:
+        with atomic_output(segment_path(ctx, window.index)) as partial:
+            await anonymise_window(ctx, window, partial, registry, router)
+        ctx.check()
+    await asyncio.to_thread(join, ctx, windows, output)

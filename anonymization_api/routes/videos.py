@@ -120,6 +120,7 @@ async def _submit(request: Request, form: FormData, settings: ApiSettings, regis
         detection_size=form_size(form, "detection_size"),
         batch_size=settings.video_batch_size,
         encoder=EncoderSettings(settings.video_preset, settings.video_crf, settings.encoder_threads),
+        segment_seconds=settings.video_segment_seconds,
     )
     jobs = _jobs(request)
     jobs.check_capacity()

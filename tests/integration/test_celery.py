@@ -1,24 +1,32 @@
 """The Celery mode end to end, on loopback: a real redis-server, two real `anonymizer worker`
 processes and the API with ANONYMIZER_BROKER_URL, all sharing one data folder, against our real
-detection server."""
+detection server. Segments are 1 s here, so test videos with a keyframe every second are split."""
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from anonymization_api.jobs.celery_mode import create_celery
+from anonymization_api.jobs.redis_store import RedisJobStore
 from anonymization_api.settings import ApiSettings
+from anonymizer_tools.processes import Worker, celery_worker, redis_server
 from tests.integration.test_api_video import FAST, assert_faces_hidden, result, submit
-from tests.support.api import wait_job
-from tests.support.redis import redis_server
+from tests.support.api import face_entry, wait_job
+from tests.support.images import region_change
 from tests.support.servers import FAST_REDISCOVERY, running
 from tests.support.videos import make_video, read_frames
-from tests.support.workers import Worker, worker
+
+SEGMENTS = {"ANONYMIZER_API_VIDEO_SEGMENT_SECONDS": "1"}
+RED = json.dumps(
+    {"sensitive_info": [face_entry(anonymization_technique="solid", color="#ff0000", model_parameters={"scales": "1"})]}
+)
 
 
 @dataclass
@@ -47,13 +55,15 @@ def cluster(tmp_path_factory, detection_url) -> Iterator[Cluster]:
         env = {
             **FAST_REDISCOVERY,
             "ANONYMIZER_BROKER_URL": broker,
-            # a killed worker's task goes to the other one after this; duplicates are harmless, only slower
-            "ANONYMIZER_API_BROKER_VISIBILITY_TIMEOUT_S": "8",
+            # a killed worker's task goes to the other one after this. A task still running then is handed
+            # out a second time too: harmless (the test with equal frames would show otherwise), only slower.
+            "ANONYMIZER_API_BROKER_VISIBILITY_TIMEOUT_S": "20",
+            **SEGMENTS,
         }
         with (
             contextlib.ExitStack() as later,
-            worker("w1@test", broker, data, folder / "w1.log", env) as w1,
-            worker("w2@test", broker, data, folder / "w2.log", env) as w2,
+            celery_worker("w1@test", broker, data, folder / "w1.log", env) as w1,
+            celery_worker("w2@test", broker, data, folder / "w2.log", env) as w2,
             running(["serve-api", "--data-dir", str(data)], "/health", folder / "api.log", env=env) as api,
         ):
             httpx.post(f"{api}/set_url", data={"url": detection_url}, timeout=60).raise_for_status()
@@ -96,8 +106,55 @@ def test_cancel_removes_the_workers_files(cluster, tmp_path):
     assert httpx.get(f"{cluster.api}/jobs/{job_id}").json()["data"]["state"] == "cancelled"
 
 
-def test_kill_9_of_a_worker_mid_job_still_ends_in_one_complete_output(cluster, tmp_path):
-    source = make_video(tmp_path / "killed.mp4", frames=120, fps=25)
+def download(api: str, job: dict, folder: Path) -> Path:
+    folder.mkdir()
+    return result(api, job, folder)
+
+
+def segments_of(cluster: Cluster, job_id: str) -> int:
+    store = RedisJobStore(cluster.broker)
+    try:
+        return len(store.get(job_id).segments)
+    finally:
+        store.close()
+
+
+def test_three_segments_equal_the_embedded_mode_frame_for_frame(cluster, tmp_path, detection_url):
+    source = make_video(tmp_path / "three.mp4", frames=45, fps=15, keyframe_interval=15)
+    job = wait_job(cluster.api, submit(cluster.api, source.path, FAST).json()["data"]["id"])
+    assert job["state"] == "done" and segments_of(cluster, job["id"]) == 3
+    distributed = read_frames(download(cluster.api, job, tmp_path / "celery"))
+    env = {**FAST_REDISCOVERY, **SEGMENTS}
+    args = ["serve-api", "--data-dir", str(tmp_path / "embedded-data")]
+    with running(args, "/health", tmp_path / "e.log", env=env) as api:
+        httpx.post(f"{api}/set_url", data={"url": detection_url}, timeout=60).raise_for_status()
+        job = wait_job(api, submit(api, source.path, FAST).json()["data"]["id"])
+        assert job["state"] == "done", job
+        embedded = read_frames(download(api, job, tmp_path / "embedded"))
+    assert len(distributed[0]) == len(embedded[0]) == 45
+    assert distributed[1:] == embedded[1:]  # timestamps
+    assert all(np.array_equal(a, b) for a, b in zip(distributed[0], embedded[0], strict=True))
+    assert_faces_hidden(source, distributed[0])
+
+
+def test_a_face_the_detector_misses_right_after_a_cut_is_hidden(cluster, tmp_path):
+    """Frames 15 and 30 open segments 2 and 3, and the face is flattened there: only the overlap's
+    tracking, from the frames before the cut, can hide it."""
+    source = make_video(tmp_path / "cut.mp4", frames=45, fps=15, keyframe_interval=15, faded=frozenset({15, 30}))
+    tracked = wait_job(cluster.api, submit(cluster.api, source.path, RED).json()["data"]["id"])
+    untracked = wait_job(cluster.api, submit(cluster.api, source.path, RED, tracking="false").json()["data"]["id"])
+    assert segments_of(cluster, tracked["id"]) == 3
+    with_tracking, _, _ = read_frames(download(cluster.api, tracked, tmp_path / "t"))
+    without, _, _ = read_frames(download(cluster.api, untracked, tmp_path / "u"))
+    assert [i for i in (15, 30) if region_change(source.frames[i], without[i], source.faces[i]) < 30], (
+        "the flattened face should defeat the detector on its own"
+    )
+    for index in (14, 15, 16, 29, 30, 31):
+        assert region_change(source.frames[index], with_tracking[index], source.faces[index]) > 60, index
+
+
+def test_kill_9_of_a_worker_mid_segment_still_ends_in_one_complete_output(cluster, tmp_path):
+    source = make_video(tmp_path / "killed.mp4", frames=120, fps=25, keyframe_interval=25)
     job_id = submit(cluster.api, source.path, FAST).json()["data"]["id"]
     wait_job(cluster.api, job_id, until=lambda job: job["frames_done"] > 0)
     victim = busy_worker(cluster, job_id)
@@ -106,7 +163,7 @@ def test_kill_9_of_a_worker_mid_job_still_ends_in_one_complete_output(cluster, t
         job = wait_job(cluster.api, job_id, timeout=300)
         assert job["state"] == "done", job
         frames, pts, _ = read_frames(result(cluster.api, job, tmp_path))
-        assert len(frames) == 120 and pts == sorted(set(pts))
+        assert len(frames) == 120 and pts == sorted(set(pts)) and segments_of(cluster, job_id) == 5
         assert_faces_hidden(source, frames)
         outputs = [p.name for p in (cluster.data / "anonymized_videos").iterdir() if "killed" in p.name]
         assert outputs == [job["output"]] and cluster.leftovers() == []
@@ -114,7 +171,7 @@ def test_kill_9_of_a_worker_mid_job_still_ends_in_one_complete_output(cluster, t
         index = cluster.workers.index(victim)
         log = cluster.folder / f"{victim.name}-again.log"
         cluster.workers[index] = cluster.later.enter_context(
-            worker(victim.name, cluster.broker, cluster.data, log, cluster.env)
+            celery_worker(victim.name, cluster.broker, cluster.data, log, cluster.env)
         )
 
 

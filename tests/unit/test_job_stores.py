@@ -9,7 +9,7 @@ import pytest
 
 from anonymization_api.jobs.redis_store import RedisJobStore
 from anonymization_api.jobs.store import ACTIVE, JobRecord, JobState, JobStore, SegmentProgress, SqliteJobStore
-from tests.support.redis import redis_server
+from anonymizer_tools.processes import redis_server
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from anonymization_api.registry import ModelInfo, Protocol, Registry, ServerInfo
 from anonymization_api.registry import store as registry_store
 from anonymizer_shared.wire import Task
-from tests.support.redis import redis_server
+from anonymizer_tools.processes import redis_server
 
 
 @pytest.fixture
