@@ -160,6 +160,10 @@ def _fail(ctx: JobContext, error: str, status: int) -> None:
     )
 
 
+class BrokerUnavailable(AnonymisationError):
+    status_code = 503
+
+
 class CeleryJobs(Jobs):
     """The API's side of the Celery mode: records in Redis, jobs sent to the workers."""
 
@@ -170,7 +174,20 @@ class CeleryJobs(Jobs):
         self._settle_timeout_s = settle_timeout_s
 
     async def _start(self, record: JobRecord) -> None:
-        await self._call(self._celery.send_task, "anonymizer.start", (record.id,), queue=self._queue)
+        try:
+            await self._call(self._celery.send_task, "anonymizer.start", (record.id,), queue=self._queue)
+        except Exception as exc:  # the broker is down: the job must not wait for ever
+            error = f"the job could not be queued: the broker did not take it ({type(exc).__name__}: {exc})"
+            await self._call(
+                self.store.update,
+                record.id,
+                ACTIVE,
+                state=JobState.FAILED,
+                error=error,
+                error_status=503,
+                finished=time.time(),
+            )
+            raise BrokerUnavailable(f"{error}; try again later") from exc
 
     async def _settled(self, record: JobRecord) -> None:
         """A running job's worker notices the cancel between batches and removes its files."""

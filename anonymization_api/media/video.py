@@ -108,7 +108,7 @@ class VideoReader:
         self.audio = self._container.streams.audio[0] if keep_audio and self._container.streams.audio else None
         self.copy_audio = self.audio is not None and self.audio.codec_context.name in MP4_AUDIO
         if seek_pts is not None:
-            self._container.seek(seek_pts, stream=self.video, backward=True, any_frame=False)
+            self._seek(path, seek_pts)
         streams = [s for s in (self.video, self.audio) if s is not None]
         self._packets = self._container.demux(streams)
         self._pending: list[av.VideoFrame] = []
@@ -116,6 +116,19 @@ class VideoReader:
         self._next_pts = 0
         rate = self.video.average_rate or Fraction(30)
         self._frame_ticks = max(1, round(1 / (rate * self.video.time_base)))  # one frame, in stream ticks
+
+    def _seek(self, path: Path, pts: int) -> None:
+        """To the keyframe at or before `pts`. Where the demuxer lands after it (a coarse index), the
+        file is read from its start instead: slower, never missing a frame."""
+        self._container.seek(pts, stream=self.video, backward=True, any_frame=False)
+        first = next((packet for packet in self._container.demux(self.video) if packet.size), None)
+        if first is not None and first.pts is not None and first.pts <= pts:
+            self._container.seek(pts, stream=self.video, backward=True, any_frame=False)
+            return
+        self._container.close()
+        self._container = av.open(str(path))
+        self.video = self._container.streams.video[0]
+        self.video.thread_type = "AUTO"
 
     def next_batch(self, size: int) -> DecodedBatch | None:
         frames, pts, audio = [], [], []

@@ -54,7 +54,8 @@ class Registry:
                     self._read_shared()
                     return
         if not self._path.exists():
-            self._write()
+            if self._redis is None:  # shared, an empty registry is not written: an API may seed it yet
+                self._write()
             return
         self._apply(self._path.read_text(), self._path.name)
         if self._redis is not None:
