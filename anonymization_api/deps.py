@@ -18,8 +18,10 @@ def _settings(request: Request) -> ApiSettings:
     return request.app.state.settings
 
 
-def _registry(request: Request) -> Registry:
-    return request.app.state.registry
+async def _registry(request: Request) -> Registry:
+    registry = request.app.state.registry
+    await registry.sync()  # shared through Redis: what another replica changed is seen here too
+    return registry
 
 
 def _router(request: Request) -> InferenceRouter:

@@ -5,7 +5,6 @@ re-discovering those that are down, and closes clients."""
 import asyncio
 import contextlib
 import logging
-import shutil
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
@@ -19,7 +18,7 @@ from anonymization_api.admission import Admission
 from anonymization_api.auth import KeyRing, check_exposure, require_user
 from anonymization_api.errors import AnonymisationError, InvalidConfiguration
 from anonymization_api.inference import InferenceRouter
-from anonymization_api.jobs import JobManager, QueueFull
+from anonymization_api.jobs import JobManager, QueueFull, SqliteJobStore, anonymise_job
 from anonymization_api.metrics import ApiMetrics
 from anonymization_api.registry import Registry, UrlPolicy
 from anonymization_api.routes import images, page, registry, videos
@@ -48,26 +47,42 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             max_discovery_bytes=settings.max_discovery_bytes,
             max_servers=settings.max_servers,
             policy=UrlPolicy(settings.registry_allow),
+            shared=settings.broker_url,
         )
-        the_registry.load()
+        await asyncio.to_thread(the_registry.load)
         app.state.registry = the_registry
         app.state.router = InferenceRouter(
             the_registry, settings.inference_timeout_s, settings.shared_memory, metrics=app.state.metrics
         )
         app.state.admission = Admission(settings.images_at_once, settings.images_waiting, settings.requests_per_key)
-        app.state.jobs = JobManager(settings.videos_dir, settings.video_workers, settings.video_queue)
+        router = app.state.router
+
+        async def work(ctx, output):
+            await anonymise_job(ctx, output, the_registry, router)
+
+        if settings.broker_url:  # the Celery mode: workers run the jobs, records live in Redis
+            from anonymization_api.jobs.celery_mode import CeleryJobs
+
+            jobs = CeleryJobs(settings)
+            await asyncio.to_thread(jobs.sweep_after_crash)
+        else:
+            jobs = JobManager(
+                SqliteJobStore(settings.jobs_db), settings.data_dir, settings.video_workers, settings.video_queue, work
+            )
+            await asyncio.to_thread(jobs.recover)
+        app.state.jobs = jobs
         # The first discovery runs in this task too: a server that is slow to answer (or answers on
         # purpose slowly) must not hold the API's start-up; until discovered, servers show "not checked yet".
         rediscovery = asyncio.create_task(the_registry.keep_discovering(settings.rediscover_interval_s))
         try:
             yield
         finally:
-            await app.state.jobs.shutdown()
-            shutil.rmtree(settings.uploads_dir, ignore_errors=True)
+            await app.state.jobs.close()
             rediscovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await rediscovery
             await app.state.router.close()
+            the_registry.close()
 
     app = FastAPI(
         title="Anonymizer",

@@ -2,17 +2,20 @@
 model and outcome, regions hidden per class, video jobs per state and the work waiting."""
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from anonymization_api.jobs import JobManager, JobState
 from anonymizer_shared.observability import LATENCY_BUCKETS, HttpMetrics
+
+if TYPE_CHECKING:  # the jobs reach the router, which records into these metrics: no import at run time
+    from anonymization_api.jobs import Jobs
 
 
 class ApiMetrics(HttpMetrics):
-    def __init__(self, registry: CollectorRegistry, jobs: Callable[[], JobManager | None]) -> None:
+    def __init__(self, registry: CollectorRegistry, jobs: Callable[[], "Jobs | None"]) -> None:
         super().__init__(registry)
         self.inference = Histogram(
             "anonymizer_inference_duration_seconds",
@@ -43,13 +46,15 @@ class JobsCollector(Collector):
     """Video jobs per state and the queue's depth, counted when scraped: the job manager's own
     record is the truth, so no gauge has to follow each transition."""
 
-    def __init__(self, jobs: Callable[[], JobManager | None]) -> None:
+    def __init__(self, jobs: Callable[[], "Jobs | None"]) -> None:
         self._jobs = jobs  # None before the app has started
 
     def collect(self) -> Iterator[Metric]:
+        from anonymization_api.jobs import JobState
+
         manager = self._jobs()
         counts = dict.fromkeys(JobState, 0)
-        for job in manager.jobs() if manager else []:
+        for job in manager.store.list() if manager else []:
             counts[job.state] += 1
         states = GaugeMetricFamily("anonymizer_jobs", "Video jobs known, by state", labels=["state"])
         for state, count in counts.items():

@@ -182,7 +182,7 @@ class JobDetections(BaseModel):
 class JobDescription(BaseModel):
     id: str
     name: str
-    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    state: Literal["queued", "running", "done", "failed", "cancelled", "deleted"]
     frames_done: int
     frames_total: int
     fps: float | None
@@ -191,6 +191,6 @@ class JobDescription(BaseModel):
     error: str | None
     created: str
     finished: str | None
-    output: str | None
+    output: str | None = Field(description="the result's file name in anonymized_videos/, once done")
     result_url: str | None
     status_url: str

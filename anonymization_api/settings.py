@@ -12,7 +12,7 @@ from anonymizer_shared.files import PROJECT_ROOT
 
 
 class ApiSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ANONYMIZER_API_")
+    model_config = SettingsConfigDict(env_prefix="ANONYMIZER_API_", populate_by_name=True)
 
     host: str = "127.0.0.1"
     port: int = Field(4343, ge=0, le=65535)
@@ -23,7 +23,9 @@ class ApiSettings(BaseSettings):
         False, description="listen beyond loopback without API keys (only behind a proxy that authenticates)"
     )
     cors_origins: str = Field("", description="comma-separated origins whose pages may call the API; none by default")
-    data_dir: Path = Field(PROJECT_ROOT, description="holds jsonFiles/url_configuration.json and anonymized_videos/")
+    data_dir: Path = Field(
+        PROJECT_ROOT, description="holds jsonFiles/url_configuration.json, anonymized_videos/ and jobs/"
+    )
     inference_timeout_s: float = Field(60.0, gt=0, description="time allowed for one inference call")
     shared_memory: bool = Field(
         True, description="send images to inference servers on loopback through shared memory, not the body"
@@ -61,6 +63,21 @@ class ApiSettings(BaseSettings):
     # the encoding time (1080p, measured): encoding is the largest cost per frame after detection.
     video_preset: str = Field("superfast", description="x264 preset of the output: ultrafast .. veryslow")
     video_crf: int = Field(23, ge=0, le=51, description="x264 quality of the output: lower is better and larger")
+    video_segment_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="videos longer than 1.5 times this are cut at keyframes into segments of about this length, "
+        "anonymised side by side by the workers; 0: never cut",
+    )
+    broker_url: str | None = Field(
+        None,
+        validation_alias="ANONYMIZER_BROKER_URL",
+        description="redis://host:port/db: jobs run on Celery workers, records and the registry live in Redis",
+    )
+    celery_queue: str = Field("anonymizer-videos", description="the Celery queue this API sends video jobs to")
+    broker_visibility_timeout_s: int = Field(
+        3600, ge=1, description="a task not finished within this is given to another worker (its worker is lost)"
+    )
     video_encoder_threads: int = Field(
         0, ge=0, le=64, description="x264 threads per video; 0: half the CPUs, at least 1 (detection needs the rest)"
     )
@@ -87,8 +104,13 @@ class ApiSettings(BaseSettings):
 
     @property
     def uploads_dir(self) -> Path:
-        """Videos waiting for or in a job; emptied when the service stops."""
+        """Videos waiting for or in a job; each is removed when its job ends."""
         return self.data_dir / ".uploads"
+
+    @property
+    def jobs_db(self) -> Path:
+        """The embedded mode's job records (SQLite)."""
+        return self.data_dir / "jobs" / "jobs.sqlite3"
 
 
 @cache

@@ -63,6 +63,37 @@ def _uvicorn_logging(args: argparse.Namespace) -> dict:
     return {"log_level": args.log_level, "log_config": None, "access_log": False}
 
 
+def _worker_name(args: argparse.Namespace) -> str:
+    import socket
+
+    return args.name or f"anonymizer@{socket.gethostname()}"
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from anonymization_api.jobs.celery_mode import create_celery
+    from anonymization_api.settings import ApiSettings
+
+    overrides = {"data_dir": args.data_dir, "broker_url": args.broker}
+    settings = ApiSettings(**{key: value for key, value in overrides.items() if value is not None})
+    if not settings.broker_url:
+        logging.getLogger("anonymizer").error("no broker: set ANONYMIZER_BROKER_URL=redis://host:port/0 or --broker")
+        return 2
+    app = create_celery(settings)
+    if args.ping:  # a health check: does this machine's worker answer?
+        return 0 if app.control.ping(destination=[_worker_name(args)], timeout=args.ping_timeout_s) else 1
+    queues = args.queues or settings.celery_queue
+    app.worker_main(
+        [
+            "worker",
+            f"--concurrency={args.concurrency}",
+            f"--queues={queues}",
+            f"--hostname={_worker_name(args)}",
+            f"--loglevel={args.log_level.upper()}",
+        ]
+    )
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from anonymizer_tools.stack import run_stack, stack_children
 
@@ -107,9 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         type=Path,
         default=None,
-        help="holds jsonFiles/url_configuration.json and anonymized_videos/ (default: the project)",
+        help="holds jsonFiles/url_configuration.json, anonymized_videos/ and jobs/ (default: the project)",
     )
     api.set_defaults(handler=_serve_api)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run a Celery worker for video jobs: any number, on any machine that reaches the broker, the "
+        "inference servers and the data folder",
+    )
+    worker.add_argument("--broker", default=None, help="redis://host:port/db (default: $ANONYMIZER_BROKER_URL)")
+    worker.add_argument(
+        "--data-dir", type=Path, default=None, help="the storage the API writes uploads and results to, mounted here"
+    )
+    worker.add_argument("--concurrency", type=int, default=1, help="jobs or segments at once (processes); default 1")
+    worker.add_argument("--queues", default=None, help="comma-separated (default: $ANONYMIZER_API_CELERY_QUEUE)")
+    worker.add_argument("--name", default=None, help="the worker's node name (default: anonymizer@<hostname>)")
+    worker.add_argument("--ping", action="store_true", help="health check: exit 0 if this worker answers, else 1")
+    worker.add_argument("--ping-timeout-s", type=float, default=5.0)
+    worker.set_defaults(handler=_worker)
 
     from anonymizer_tools import batch, evaluation, triton_repo
 

@@ -1,7 +1,10 @@
 """Our servers as child processes: start one on a free loopback port, wait until it answers, stop it.
-Used by `anonymizer up`, the benchmarks and the integration tests."""
+Used by `anonymizer up`, the benchmarks and the integration tests; likewise a redis-server of one's
+own and Celery workers (`anonymizer worker`) for the Celery mode."""
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -100,3 +103,84 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+@contextmanager
+def redis_server(folder: Path) -> Iterator[str]:
+    """A redis-server of one's own on a free loopback port, persisting nothing; yields its URL once it
+    answers PING."""
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError(
+            "redis-server is not on PATH; scripts/test-system-packages installs it (apt-get install redis-server)"
+        )
+    port = free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    with (folder / "redis.log").open("w") as log:
+        process = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not start: {(folder / 'redis.log').read_text()}") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        client.close()
+        stop(process)
+
+
+class Worker:
+    def __init__(self, name: str, process: subprocess.Popen) -> None:
+        self.name, self.process = name, process
+
+    def kill(self) -> None:
+        """kill -9 of the worker and its pool processes: nothing of Celery's own clean-up runs."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+@contextmanager
+def celery_worker(
+    name: str, broker: str, data_dir: Path, log: Path, env: dict[str, str] | None = None
+) -> Iterator[Worker]:
+    """`anonymizer worker` of one process, in a session of its own (so that it can be killed whole);
+    yields once it answers a ping."""
+    from anonymization_api.jobs.celery_mode import create_celery
+    from anonymization_api.settings import ApiSettings
+
+    args = ["worker", "--broker", broker, "--data-dir", str(data_dir), "--name", name, "--concurrency", "1"]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            anonymizer_command(args, log_level="info"),
+            cwd=PROJECT_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+    worker = Worker(name, process)
+    app = create_celery(ApiSettings(broker_url=broker, data_dir=data_dir))
+    try:
+        deadline = time.monotonic() + 120
+        while not app.control.ping(destination=[name], timeout=1):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker {name} did not start:\n{log.read_text()[-3000:]}")
+        yield worker
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        app.close()

@@ -31,7 +31,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 # The data folders belong to the service user, so named volumes mounted on them start out writable.
 RUN groupadd --gid 10001 anonymizer \
  && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin anonymizer \
- && mkdir -p /data/jsonFiles /data/anonymized_videos \
+ && mkdir -p /data/jsonFiles /data/anonymized_videos /data/jobs /data/.uploads \
  && chown -R 10001:10001 /data
 COPY --from=build /opt/venv /opt/venv
 COPY docker/healthcheck.py /usr/local/bin/anonymizer-healthcheck

@@ -1,13 +1,16 @@
 """A video job's progress as the pipeline reports it, and the cancellation it checks for."""
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+REPORT_INTERVAL_S = 0.5
+
 
 class Cancelled(Exception):
-    pass
+    """The job stopped being wanted (cancelled, failed elsewhere, the service stopping)."""
 
 
 @dataclass
@@ -18,6 +21,15 @@ class Progress:
     # per configuration entry: frames in which it hid something, and regions hidden in all
     frames_hidden: dict[int, int] = field(default_factory=dict)
     regions_hidden: dict[int, int] = field(default_factory=dict)
+    # told of the counts as they grow, at most every REPORT_INTERVAL_S (a job store write each time)
+    listener: Callable[["Progress"], None] | None = None
+    _reported: float = 0.0
+
+    def report(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.listener is not None and (final or now - self._reported >= REPORT_INTERVAL_S):
+            self._reported = now
+            self.listener(self)
 
     def count(self, boxes: dict[int, list[np.ndarray]], masks: dict[int, np.ndarray]) -> None:
         """Count one frame's regions: per entry, its (N, 6) detection arrays or its (H, W) mask."""

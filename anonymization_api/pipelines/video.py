@@ -8,6 +8,10 @@ frames are never written to disk.
 
 Fail closed: the caller writes to a partial path and renames it only when this returns; any
 error (an inference failure, a cancel) propagates and the partial file is deleted.
+
+A `Window` makes it anonymise one segment of a long video (`pipelines.segments`): decoding starts
+at a keyframe, the overlap on either side is detected and tracked but not written, and no audio
+is written (the join muxes the input's audio once).
 """
 
 import asyncio
@@ -23,6 +27,7 @@ from anonymization_api.inference import InferenceRouter
 from anonymization_api.media.video import DecodedBatch, EncoderSettings, VideoInfo, VideoReader, VideoWriter
 from anonymization_api.pipelines.image import entry_detections, entry_mask, hide, localise, manual_regions
 from anonymization_api.pipelines.progress import Cancelled, Progress
+from anonymization_api.pipelines.segments import WHOLE, Window
 from anonymization_api.regions import box_regions, mask_regions
 from anonymization_api.tracking import BoxTracker
 from anonymizer_shared.wire import NO_DETECTIONS, Task
@@ -42,6 +47,14 @@ class VideoOptions:
     detection_interval: int = 1
     # Frames are shrunk to fit (width, height) for detection only; the output keeps every pixel.
     detection_size: tuple[int, int] | None = None
+    # Videos longer than 1.5 times this are cut into segments of about this length (pipelines.segments).
+    segment_seconds: float = 0.0
+
+
+def tracking_window(options: VideoOptions, rate) -> int:
+    """Frames held back for tracking: a region stays hidden this long after its last sighting."""
+    hold = max(0, round(options.hold_seconds * float(rate))) if options.tracking else 0
+    return max(hold, options.detection_interval - 1)  # back-fills must reach the frames between detections
 
 
 @dataclass
@@ -49,6 +62,7 @@ class FrameRecord:
     index: int
     pts: int
     image: np.ndarray
+    written: bool = True  # False for a segment's overlap: tracked, not written
     boxes: dict[int, list[np.ndarray]] = field(default_factory=dict)  # entry index -> (N, 6) arrays
     masks: dict[int, np.ndarray] = field(default_factory=dict)  # entry index -> (H, W) bool
 
@@ -77,32 +91,34 @@ async def anonymise_video(
     router: InferenceRouter,
     progress: Progress,
     is_cancelled: Callable[[], bool],
+    window: Window = WHOLE,
 ) -> None:
-    progress.frames_total = info.frames
-    hold = max(0, round(options.hold_seconds * float(info.rate))) if options.tracking else 0
-    hold = max(hold, options.detection_interval - 1)  # back-fills must reach the frames between detections
+    progress.frames_total = window.frames or info.frames
+    hold = tracking_window(options, info.rate)
     trackers = {e.index: BoxTracker(hold) for e in plan.entries if e.model.task is Task.DETECTION}
-    reader = await asyncio.to_thread(VideoReader, src, options.keep_audio)
+    reader = await asyncio.to_thread(VideoReader, src, options.keep_audio and window.whole, window.seek)
     writer: VideoWriter | None = None
     buffer: deque[FrameRecord] = deque()
     by_index: dict[int, FrameRecord] = {}
     last_masks: dict[int, np.ndarray] = {}
     decode = asyncio.create_task(asyncio.to_thread(reader.next_batch, options.batch_size))
     encode: asyncio.Task | None = None
-    index = 0
+    index, written, reached_stop = window.first, 0, False
     try:
         writer = await asyncio.to_thread(VideoWriter, dst, reader, info, options.encoder)
-        while (batch := await decode) is not None:
+        while not reached_stop and (batch := await decode) is not None:
             decode = asyncio.create_task(asyncio.to_thread(reader.next_batch, options.batch_size))
             if is_cancelled():
                 raise Cancelled()
+            batch, reached_stop = window.select(batch)
             ready: list[FrameRecord] = []
             for group in _same_size_groups(batch):
                 detected = [i for n, i in enumerate(group) if (index + n) % options.detection_interval == 0]
                 frames = [batch.frames[i] for i in detected]
                 results = await localise(plan, frames, router, options.detection_size) if frames else {}
                 for frame_index in group:
-                    record = FrameRecord(index, batch.pts[frame_index], batch.frames[frame_index])
+                    pts = batch.pts[frame_index]
+                    record = FrameRecord(index, pts, batch.frames[frame_index], window.writes(pts))
                     position = detected.index(frame_index) if frame_index in detected else None
                     _localised(record, plan, results, position, trackers, by_index, last_masks)
                     buffer.append(record)
@@ -111,20 +127,21 @@ async def anonymise_video(
                     while len(buffer) > hold:
                         done = buffer.popleft()
                         del by_index[done.index]
-                        progress.count(done.boxes, done.masks)
                         ready.append(done)
+            ready = _written(ready, progress)
+            written += len(ready)
             if encode is not None:
                 await encode
             encode = asyncio.create_task(asyncio.to_thread(_render_and_write, writer, ready, plan, batch.audio))
-            progress.frames_done = index - len(buffer)
+            progress.frames_done = written
+            progress.report()
         if encode is not None:
             await encode
-        for record in buffer:
-            progress.count(record.boxes, record.masks)
-        await asyncio.to_thread(_render_and_write, writer, list(buffer), plan, [])
+        rest = _written(list(buffer), progress)
+        await asyncio.to_thread(_render_and_write, writer, rest, plan, [])
         await asyncio.to_thread(writer.finish)
-        progress.frames_done = index
-        progress.frames_total = index
+        progress.frames_done = progress.frames_total = written + len(rest)
+        progress.report(final=True)
     except BaseException:
         # A thread cannot be cancelled: let the running decode and encode finish before their
         # containers are closed under them (closing first crashes FFmpeg).
@@ -135,6 +152,14 @@ async def anonymise_video(
     finally:
         await asyncio.gather(decode, return_exceptions=True)
         await asyncio.to_thread(reader.close)
+
+
+def _written(records: list[FrameRecord], progress: Progress) -> list[FrameRecord]:
+    """The records to write (a segment's overlap is not), counted as hidden."""
+    kept = [record for record in records if record.written]
+    for record in kept:
+        progress.count(record.boxes, record.masks)
+    return kept
 
 
 def _render_and_write(writer: VideoWriter, records: list[FrameRecord], plan: Plan, audio: list) -> None:

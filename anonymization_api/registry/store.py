@@ -7,13 +7,22 @@ lock, so concurrent requests never leave the file half written. It holds at most
 servers (ANONYMIZER_API_MAX_SERVERS): each is discovered again at every start, so an unbounded
 registry would make start-up and memory unbounded too. Which replica serves a call, and when a
 server is marked unavailable, is the `InferenceRouter`'s business.
+
+Shared (`shared=` a Redis URL, the Celery mode): the same JSON lives under one Redis key, with a
+version counter that every change increments. Every API replica and worker re-reads it when the
+counter has moved (`sync`, before each request), so `/set_url` on one replica is seen by all. A
+change takes a Redis lock and re-reads first, so two replicas' changes never overwrite each other.
+On first start the key is seeded from the file.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import redis
 from pydantic import ValidationError
 
 from anonymization_api.errors import (
@@ -30,6 +39,8 @@ from anonymizer_shared.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
+REDIS_KEY = "anonymizer:registry"
+
 
 class Registry:
     def __init__(
@@ -41,6 +52,7 @@ class Registry:
         max_discovery_bytes: int = 1024 * 1024,
         max_servers: int = 64,
         policy: UrlPolicy | None = None,
+        shared: str | None = None,
     ) -> None:
         self._path = path
         self._limits = Limits(discovery_timeout_s, discovery_deadline_s, max_discovery_bytes)
@@ -48,17 +60,26 @@ class Registry:
         self._policy = policy or UrlPolicy()
         self._servers: dict[str, ServerInfo] = {}
         self._lock = asyncio.Lock()
+        self._redis = redis.Redis.from_url(shared, decode_responses=True) if shared else None
+        self._version: str | None = None
 
     # --- persistence ---
 
     def load(self) -> None:
-        """Read the file (BMW's, or ours with discovery results); a missing file is an empty registry."""
+        """Read the file (BMW's, or ours with discovery results); a missing file is an empty registry.
+        Shared: read the Redis copy, seeded from the file where there is none yet."""
+        if self._redis is not None:
+            with self._redis.lock(f"{REDIS_KEY}:lock", timeout=30, thread_local=False):
+                if self._redis.exists(REDIS_KEY):
+                    self._read_shared()
+                    return
         if not self._path.exists():
-            self._write()
+            if self._redis is None:  # shared, an empty registry is not written: an API may seed it yet
+                self._write()
             return
         text = self._path.read_text(errors="replace")
         try:
-            content = UrlConfiguration.model_validate(json.loads(text or "{}"))
+            self._apply(text, self._path.name)
         except (json.JSONDecodeError, ValidationError, RecursionError) as exc:
             # Start with an empty registry rather than not at all; keep what was there for its owner.
             kept = self._path.with_name(self._path.name + ".invalid")
@@ -71,31 +92,83 @@ class Registry:
                 kept.name,
             )
             return
+        if self._redis is not None:
+            self._write()
+
+    def _apply(self, text: str, source: str) -> None:
+        """Take the servers a url configuration lists (raises on one of another shape)."""
+        content = UrlConfiguration.model_validate(json.loads(text or "{}"))
+        known, self._servers = self._servers, {}
         ignored = []
         for raw in content.urls:
             try:
                 url = normalise_url(raw)
             except InvalidRequest as exc:
-                logger.warning("%s: an entry is ignored: %s", self._path.name, exc)
+                logger.warning("%s: an entry is ignored: %s", source, exc)
                 continue
-            if url not in self._servers and len(self._servers) >= self._max_servers:
+            if url in self._servers:
+                continue
+            if len(self._servers) >= self._max_servers:
                 ignored.append(url)
-            elif url not in self._servers:
-                self._servers[url] = content.record(url, raw).info(url)
+                continue
+            server = content.record(url, raw).info(url)
+            previous = known.get(url)
+            if previous is not None and (previous.models, previous.protocol) == (server.models, server.protocol):
+                server = previous  # what this process knows of its availability stays
+            elif self._redis is not None:
+                server.available = True  # the replica that registered it had just reached it
+            self._servers[url] = server
         if ignored:
             logger.warning(
                 "%s lists more than %d servers, the most the registry holds (ANONYMIZER_API_MAX_SERVERS); ignored: %s",
-                self._path.name,
+                source,
                 self._max_servers,
                 ", ".join(ignored),
             )
+
+    def _read_shared(self) -> None:
+        with self._redis.pipeline() as pipe:
+            text, self._version = pipe.get(REDIS_KEY).get(f"{REDIS_KEY}:version").execute()
+        self._apply(text, f"the shared registry ({REDIS_KEY})")
 
     def _write(self) -> None:
         content = UrlConfiguration(
             urls=list(self._servers),
             servers={url: ServerRecord.of(server).model_dump(mode="json") for url, server in self._servers.items()},
         )
-        atomic_write(self._path, content.model_dump_json(indent=2))
+        if self._redis is None:
+            atomic_write(self._path, content.model_dump_json(indent=2))
+            return
+        with self._redis.pipeline() as pipe:
+            pipe.set(REDIS_KEY, content.model_dump_json(indent=2)).incr(f"{REDIS_KEY}:version")
+            self._version = str(pipe.execute()[1])
+
+    async def sync(self) -> None:
+        """Shared: re-read the registry if another process changed it."""
+        if self._redis is None:
+            return
+        if await asyncio.to_thread(self._redis.get, f"{REDIS_KEY}:version") != self._version:
+            async with self._lock:
+                await asyncio.to_thread(self._read_shared)
+
+    @contextlib.asynccontextmanager
+    async def _changing(self) -> AsyncIterator[None]:
+        """A change, serialised in this process and, shared, across processes (read afresh first)."""
+        async with self._lock:
+            if self._redis is None:
+                yield
+                return
+            lock = self._redis.lock(f"{REDIS_KEY}:lock", timeout=30, thread_local=False)
+            await asyncio.to_thread(lock.acquire)
+            try:
+                await asyncio.to_thread(self._read_shared)
+                yield
+            finally:
+                await asyncio.to_thread(lock.release)
+
+    def close(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
 
     # --- queries ---
 
@@ -121,7 +194,7 @@ class Registry:
         server = await discover(url, given or {}, self._limits, self._policy)
         if not server.available:
             raise (RefusedUrl if server.refused else UnreachableServer)(f"{url} {server.error}")
-        async with self._lock:
+        async with self._changing():
             self._check_room(url)  # again: concurrent registrations may have filled it meanwhile
             self._servers[url] = server
             await asyncio.to_thread(self._write)
@@ -135,12 +208,12 @@ class Registry:
             )
 
     async def remove(self, raw_url: str) -> None:
-        async with self._lock:
+        async with self._changing():
             del self._servers[self.get(raw_url).url]
             await asyncio.to_thread(self._write)
 
     async def remove_all(self) -> None:
-        async with self._lock:
+        async with self._changing():
             self._servers.clear()
             await asyncio.to_thread(self._write)
 
@@ -148,7 +221,7 @@ class Registry:
         """Discover registered servers again (concurrently); keeps what was known of those still down."""
         targets = [s for s in self._servers.values() if not (only_unavailable and s.available)]
         found = await asyncio.gather(*(discover(s.url, s.given, self._limits, self._policy) for s in targets))
-        async with self._lock:
+        async with self._changing():
             changed = False
             for server in found:
                 previous = self._servers.get(server.url)

@@ -2,7 +2,6 @@
 /anonymize_video runs the same work and answers as BMW's API did, once the file is written."""
 
 import asyncio
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +13,16 @@ from anonymization_api.configuration import parse_configuration, plan
 from anonymization_api.deps import (
     FormDep,
     RegistryDep,
-    RouterDep,
     SettingsDep,
     form_size,
     form_text,
     read_configuration,
 )
 from anonymization_api.errors import InvalidRequest, PayloadTooLarge
-from anonymization_api.inference import InferenceRouter
-from anonymization_api.jobs import Job, JobManager, JobNotDone, JobState
+from anonymization_api.jobs import JobRecord, Jobs, JobState, LocalCaller, describe, job_request, upload_path
+from anonymization_api.jobs.manager import Caller
 from anonymization_api.media.video import EncoderSettings, VideoLimits, probe
-from anonymization_api.metrics import ApiMetrics
-from anonymization_api.pipelines.video import VideoOptions, anonymise_video
+from anonymization_api.pipelines.video import VideoOptions
 from anonymization_api.registry import Registry
 from anonymization_api.routes import BINARY, CONFIGURATION_FIELD, DETECTION_SIZE_FIELD, multipart_doc, route
 from anonymization_api.schemas import Envelope, JobDescription
@@ -50,8 +47,13 @@ BMW_FORM_DOC = multipart_doc(
 )
 
 
-def _jobs(request: Request) -> JobManager:
+def _jobs(request: Request) -> Jobs:
     return request.app.state.jobs
+
+
+def _caller(request: Request) -> Caller:
+    """Who is asking: set by the API-key check; without keys (loopback only) everyone is an admin."""
+    return getattr(request.state, "caller", None) or LocalCaller()
 
 
 def _flag(form, name: str, default: bool) -> bool:
@@ -86,34 +88,30 @@ def _hold(form) -> float:
     return value
 
 
-async def _save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{uuid.uuid4().hex}{Path(upload.filename or '').suffix[:8]}"
-    size = 0
-    with target.open("wb") as out:
-        while chunk := await upload.read(1 << 20):
-            size += len(chunk)
-            if size > limit:
-                out.close()
-                target.unlink(missing_ok=True)
-                raise PayloadTooLarge(f"the video is larger than the limit of {limit} bytes")
-            await asyncio.to_thread(out.write, chunk)
+async def _save_upload(upload: UploadFile, settings: ApiSettings) -> Path:
+    target = upload_path(settings.data_dir, upload.filename)
+    limit, size = settings.max_video_bytes, 0
+    try:
+        with target.open("wb") as out:
+            while chunk := await upload.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"the video is larger than the limit of {limit} bytes")
+                await asyncio.to_thread(out.write, chunk)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
     return target
 
 
-async def _submit(
-    request: Request, form: FormData, settings: ApiSettings, registry: Registry, router: InferenceRouter
-) -> Job:
+async def _submit(request: Request, form: FormData, settings: ApiSettings, registry: Registry) -> JobRecord:
     """Validate the form, save the upload and queue its job; nothing stays on disk if that fails."""
     upload = form.get("video")
     if not isinstance(upload, UploadFile):
         raise InvalidRequest("the form field 'video' is missing; send the video as the multipart file 'video'")
-    the_plan = plan(
-        parse_configuration(await read_configuration(form), settings.max_configuration_entries),
-        registry,
-        settings.default_models,
-    )
-    metrics: ApiMetrics = request.app.state.metrics
+    configuration = (await read_configuration(form)).decode("utf-8", errors="replace")
+    # every problem reported now, not when the job runs
+    plan(parse_configuration(configuration, settings.max_configuration_entries), registry, settings.default_models)
     tracking = _flag(form, "tracking", True)
     options = VideoOptions(
         keep_audio=_flag(form, "keep_audio", True),
@@ -123,28 +121,24 @@ async def _submit(
         detection_size=form_size(form, "detection_size"),
         batch_size=settings.video_batch_size,
         encoder=EncoderSettings(settings.video_preset, settings.video_crf, settings.encoder_threads),
+        segment_seconds=settings.video_segment_seconds,
     )
-    source = await _save_upload(upload, settings.uploads_dir, settings.max_video_bytes)
+    jobs = _jobs(request)
+    jobs.check_capacity()
+    source = await _save_upload(upload, settings)
     try:
         limits = VideoLimits(settings.max_video_pixels, settings.max_video_seconds, settings.max_video_frames)
-        info = await asyncio.to_thread(probe, source, limits)
-
-        async def work(output: Path, progress, is_cancelled) -> None:
-            await anonymise_video(source, info, output, the_plan, options, router, progress, is_cancelled)
-            # counted once the video is complete: a failed or cancelled job hides nothing anyone gets
-            classes = {entry.index: entry.info.class_name for entry in the_plan.entries}
-            metrics.count_hidden((classes[entry], regions) for entry, regions in progress.regions_hidden.items())
-
-        return _jobs(request).submit(upload.filename or "video", source, work)
+        await asyncio.to_thread(probe, source, limits)
+        what = {**job_request(configuration, options), "default_models": settings.default_models}
+        return await jobs.submit(_caller(request), upload.filename or "video", source, what)
     except BaseException:
         source.unlink(missing_ok=True)
         raise
 
 
-def _accepted(job: Job) -> JSONResponse:
-    return JSONResponse(
-        envelope(job.describe().model_dump()), status_code=202, headers={"Location": job.describe().status_url}
-    )
+def _accepted(record: JobRecord) -> JSONResponse:
+    described = describe(record)
+    return JSONResponse(envelope(described.model_dump()), status_code=202, headers={"Location": described.status_url})
 
 
 @route(
@@ -156,10 +150,8 @@ def _accepted(job: Job) -> JSONResponse:
     status_code=202,
     response_model=Envelope[JobDescription],
 )
-async def create_job(
-    request: Request, form: FormDep, settings: SettingsDep, registry: RegistryDep, router: RouterDep
-) -> JSONResponse:
-    return _accepted(await _submit(request, form, settings, registry, router))
+async def create_job(request: Request, form: FormDep, settings: SettingsDep, registry: RegistryDep) -> JSONResponse:
+    return _accepted(await _submit(request, form, settings, registry))
 
 
 @route(
@@ -175,18 +167,18 @@ async def create_job(
     },
 )
 async def anonymize_video(
-    request: Request, form: FormDep, settings: SettingsDep, registry: RegistryDep, router: RouterDep
+    request: Request, form: FormDep, settings: SettingsDep, registry: RegistryDep
 ) -> JSONResponse:
     wait = _flag(form, "wait", True)
-    job = await _submit(request, form, settings, registry, router)
+    job = await _submit(request, form, settings, registry)
     if not wait:
         return _accepted(job)
-    await _jobs(request).wait(job)
+    job = await _jobs(request).wait(job.id)
     if job.state is JobState.DONE:
         return JSONResponse("Done")
     status = job.error_status or 500 if job.state is JobState.FAILED else 409
     return JSONResponse(
-        envelope(job.describe().model_dump(), job.error or f"the job was {job.state.value}"), status_code=status
+        envelope(describe(job).model_dump(), job.error or f"the job was {job.state.value}"), status_code=status
     )
 
 
@@ -194,11 +186,11 @@ async def anonymize_video(
     router,
     "GET",
     "/jobs",
-    summary="Every video job with its state and progress",
+    summary="Your video jobs (every job, for an admin) with their state and progress",
     response_model=Envelope[list[JobDescription]],
 )
 async def list_jobs(request: Request) -> dict[str, Any]:
-    return envelope([job.describe().model_dump() for job in _jobs(request).jobs()])
+    return envelope([describe(job).model_dump() for job in await _jobs(request).list(_caller(request))])
 
 
 @route(
@@ -209,24 +201,27 @@ async def list_jobs(request: Request) -> dict[str, Any]:
     response_model=Envelope[JobDescription],
 )
 async def get_job(request: Request, job_id: str) -> dict[str, Any]:
-    return envelope(_jobs(request).get(job_id).describe())
+    return envelope(describe(await _jobs(request).get(_caller(request), job_id)))
 
 
-@route(router, "GET", "/jobs/{job_id}/result", summary="Download the anonymised video (HTTP range requests work)")
+@route(
+    router,
+    "GET",
+    "/jobs/{job_id}/result",
+    summary="Download the anonymised video (HTTP range requests work); 410 once the file is gone",
+)
 async def job_result(request: Request, job_id: str) -> FileResponse:
-    job = _jobs(request).get(job_id)
-    if job.state is not JobState.DONE:
-        raise JobNotDone(f"job {job_id} is {job.state.value}; the result exists only once it is done")
-    return FileResponse(job.output, media_type="video/mp4", filename=job.output.name)
+    path = await _jobs(request).result(_caller(request), job_id)
+    return FileResponse(path, media_type="video/mp4", filename=path.name)
 
 
 @route(
     router,
     "DELETE",
     "/jobs/{job_id}",
-    summary="Cancel a job; its partial output is removed",
+    summary="Cancel a queued or running job (its upload and partial output are removed), or delete a "
+    "finished job's result file (its state becomes deleted)",
     response_model=Envelope[JobDescription],
 )
-async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
-    job = await _jobs(request).cancel(job_id)
-    return envelope(job.describe().model_dump())
+async def delete_job(request: Request, job_id: str) -> dict[str, Any]:
+    return envelope(describe(await _jobs(request).delete(_caller(request), job_id)).model_dump())

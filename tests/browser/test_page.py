@@ -2,7 +2,7 @@
 image, review and correct it (keep a face, hide a missed region), download it alone and in a ZIP,
 a video job to its end and playing, and the API's errors shown beside their cause.
 
-Chromium is the system's (the Debian package `chromium`, which scripts/install installs), driven
+Chromium is the system's (the Debian package `chromium`, which scripts/test-system-packages installs), driven
 by Playwright; Playwright's own browser downloads are never used. Without Chromium these tests
 fail, saying how to install it. `ANONYMIZER_UPDATE_SCREENSHOTS=1` also writes the README's
 screenshots to docs/."""
@@ -46,7 +46,7 @@ def browser() -> Iterator:
     if not CHROMIUM.is_file():
         pytest.fail(
             f"Chromium was not found at {CHROMIUM}; the browser tests need it. Install it with "
-            "'apt-get install chromium chromium-driver' (scripts/install does so as root), or point "
+            "'apt-get install chromium chromium-driver' (scripts/test-system-packages does so as root), or point "
             "ANONYMIZER_CHROMIUM at a Chromium binary.",
             pytrace=False,
         )

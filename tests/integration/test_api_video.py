@@ -1,9 +1,12 @@
 """POST /anonymize_video and /jobs through the real API and inference servers, on generated
 videos with a real face moving across them and a sine-tone audio track."""
 
+import asyncio
 import itertools
 import json
+import os
 import re
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,12 +15,15 @@ import httpx
 import numpy as np
 import pytest
 
+from anonymizer_tools.processes import anonymizer_command, wait_until_ready
 from tests.support.api import face_entry, wait_job
 from tests.support.images import region_change
-from tests.support.servers import FAST_REDISCOVERY, running
+from tests.support.servers import FAST_REDISCOVERY, free_port, running
 from tests.support.videos import make_video, read_frames
 
 CONFIG = json.dumps({"sensitive_info": [face_entry()]})
+# One detection pass per frame: for the tests of job handling, where what is found matters less than time.
+FAST = json.dumps({"sensitive_info": [face_entry(model_parameters={"scales": "1"})]})
 
 
 def submit(api: str, path: Path, config: str = CONFIG, endpoint: str = "/jobs", **form) -> httpx.Response:
@@ -51,7 +57,7 @@ def test_video_keeps_audio_frames_timing_and_hides_every_face(api_url, tmp_path)
     assert response.headers["location"] == f"/jobs/{job_id}"
     job = wait_job(api_url, job_id)
     assert job["state"] == "done" and job["frames_done"] == 45 and job["frames_total"] == 45
-    assert Path(job["output"]).name.startswith("Anonymized_walk_") and job["output"].endswith(".mp4")
+    assert re.fullmatch(r"Anonymized_walk_[0-9_]+\.mp4", job["output"])  # the file's name, no server path
     out = result(api_url, job, tmp_path)
     with av.open(str(out)) as container, av.open(str(source.path)) as original:
         video = container.streams.video[0]
@@ -136,7 +142,7 @@ def test_jobs_answer_202_and_serve_the_result_with_range_requests(api_url, tmp_p
     response = submit(api_url, source.path)
     assert response.status_code == 202 and response.headers["location"] == f"/jobs/{response.json()['data']['id']}"
     job = wait_job(api_url, response.json()["data"]["id"])
-    assert job["state"] == "done" and Path(job["output"]).is_file()
+    assert job["state"] == "done" and "/" not in job["output"]
     partial = httpx.get(f"{api_url}{job['result_url']}", headers={"Range": "bytes=0-99"})
     assert partial.status_code == 206 and len(partial.content) == 100
     assert any(j["id"] == job["id"] for j in httpx.get(f"{api_url}/jobs").json()["data"])
@@ -160,8 +166,82 @@ def test_cancel_removes_partial_output_and_full_queue_answers_429(single_worker_
     assert busy.status_code == 429 and int(busy.headers["retry-after"]) > 0
     cancelled = httpx.delete(f"{api}/jobs/{job_id}", timeout=60).json()["data"]
     assert cancelled["state"] == "cancelled"
-    assert list(videos.glob("*")) == []
+    assert list(videos.glob("*")) == [] and list(uploads(videos).iterdir()) == []
     assert httpx.get(f"{api}/jobs/{job_id}/result").status_code == 409
+
+
+def uploads(videos: Path) -> Path:
+    return videos.parent / ".uploads"
+
+
+def test_deleting_a_finished_job_removes_its_file_and_a_vanished_result_is_410(
+    single_worker_api, detection_url, tmp_path
+):
+    api, videos = single_worker_api
+    httpx.post(f"{api}/set_url", data={"url": detection_url}, timeout=60).raise_for_status()
+    source = make_video(tmp_path / "short.mp4", frames=5, audio=False)
+    first, second = (wait_job(api, submit(api, source.path, FAST).json()["data"]["id"]) for _ in range(2))
+    deleted = httpx.delete(f"{api}/jobs/{first['id']}", timeout=60)
+    assert deleted.status_code == 200 and deleted.json()["data"]["state"] == "deleted"
+    assert [p.name for p in videos.iterdir()] == [second["output"]]
+    gone = httpx.get(f"{api}/jobs/{first['id']}/result")
+    assert gone.status_code == 410 and "deleted" in gone.json()["error"]
+    (videos / second["output"]).unlink()  # behind the service's back
+    vanished = httpx.get(f"{api}/jobs/{second['id']}/result")
+    assert vanished.status_code == 410 and "removed outside the service" in vanished.json()["error"]
+
+
+def test_seventeen_concurrent_deletes_of_a_running_and_sixteen_queued_jobs(detection_url, tmp_path):
+    """Regression: this crashed the API in libavformat, leaving unredacted uploads behind."""
+    data = tmp_path / "data"
+    with running(["serve-api", "--data-dir", str(data)], "/health", tmp_path / "api.log", env=FAST_REDISCOVERY) as api:
+        httpx.post(f"{api}/set_url", data={"url": detection_url}, timeout=60).raise_for_status()
+        source = make_video(tmp_path / "long.mp4", frames=300, fps=25, size=(640, 360))
+        ids = [submit(api, source.path, FAST).json()["data"]["id"] for _ in range(17)]
+        wait_job(api, ids[0], until=lambda job: job["frames_done"] > 0)
+        assert httpx.get(f"{api}/jobs/{ids[1]}").json()["data"]["state"] == "queued"
+
+        async def delete_all() -> list[int]:
+            async with httpx.AsyncClient(base_url=api, timeout=120) as client:
+                answers = await asyncio.gather(*(client.delete(f"/jobs/{job_id}") for job_id in ids + ids[:3]))
+            return [answer.status_code for answer in answers]
+
+        statuses = asyncio.run(delete_all())
+        assert set(statuses) <= {200, 404, 409}, statuses
+        assert httpx.get(f"{api}/health").status_code == 200  # still alive
+        states = {job["id"]: job["state"] for job in httpx.get(f"{api}/jobs").json()["data"]}
+        assert {states[job_id] for job_id in ids} == {"cancelled"}
+        assert list(uploads(data / "anonymized_videos").iterdir()) == []
+        assert list((data / "anonymized_videos").iterdir()) == []
+
+
+def test_after_kill_9_of_the_api_a_restart_fails_the_job_and_leaves_no_file(detection_url, tmp_path):
+    data = tmp_path / "data"
+    port = free_port()
+    command = anonymizer_command(["serve-api", "--data-dir", str(data), "--port", str(port)])
+    api = f"http://127.0.0.1:{port}"
+    with (tmp_path / "api.log").open("w") as log:
+        env = {**os.environ, **FAST_REDISCOVERY}
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_until_ready(f"{api}/health", process)
+        httpx.post(f"{api}/set_url", data={"url": detection_url}, timeout=60).raise_for_status()
+        done = wait_job(api, submit(api, make_video(tmp_path / "short.mp4", frames=5).path, FAST).json()["data"]["id"])
+        source = make_video(tmp_path / "long.mp4", frames=300, fps=25, size=(640, 360))
+        job_id = submit(api, source.path, FAST).json()["data"]["id"]
+        wait_job(api, job_id, until=lambda job: job["frames_done"] > 0)
+        assert list(uploads(data / "anonymized_videos").iterdir()) and list((data / "anonymized_videos").iterdir())
+    finally:
+        process.kill()  # SIGKILL: nothing of the API's own clean-up runs
+        process.wait()
+    with running(["serve-api", "--data-dir", str(data)], "/health", tmp_path / "api2.log", env=FAST_REDISCOVERY) as api:
+        job = httpx.get(f"{api}/jobs/{job_id}").json()["data"]
+        assert job["state"] == "failed" and "restarted" in job["error"] and "submit it again" in job["error"]
+        listed = {j["id"]: j["state"] for j in httpx.get(f"{api}/jobs").json()["data"]}
+        assert listed == {done["id"]: "done", job_id: "failed"}
+        assert httpx.get(f"{api}{done['result_url']}").status_code == 200  # finished work survives
+    assert list(uploads(data / "anonymized_videos").iterdir()) == []
+    assert [p.name for p in (data / "anonymized_videos").iterdir()] == [done["output"]]
 
 
 def test_fail_closed_when_inference_stops_mid_video(single_worker_api, tmp_path):
@@ -173,7 +253,7 @@ def test_fail_closed_when_inference_stops_mid_video(single_worker_api, tmp_path)
         wait_job(api, job_id, until=lambda job: job["frames_done"] > 0)
     job = wait_job(api, job_id)
     assert job["state"] == "failed" and doomed in job["error"] and "centerface" in job["error"]
-    assert list(videos.glob("*")) == []
+    assert list(videos.glob("*")) == [] and list(uploads(videos).iterdir()) == []
 
 
 def test_tracking_hides_the_face_where_the_detector_misses_it(api_url, tmp_path):

@@ -47,11 +47,11 @@ def infer(url: str, model: str, images: np.ndarray, binary: bool, **params) -> d
 
 
 def wait_job(api: str, job_id: str, timeout: float = 300, until=lambda job: job["state"] not in ("queued", "running")):
-    """Poll GET /jobs/{id} until `until(job)` (by default: the job has ended); the job's data."""
+    """Poll GET /jobs/{id} until `until(job)` or the job has ended; the job's data."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = httpx.get(f"{api}/jobs/{job_id}").json()["data"]
-        if until(job):
+        if until(job) or job["state"] not in ("queued", "running"):
             return job
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} did not reach the state in time: {job}")

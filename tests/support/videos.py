@@ -45,7 +45,11 @@ def make_video(
     rotation: int = 0,
     face_height: int = 120,
     audio_codec: str = "aac",
+    keyframe_interval: int | None = None,
+    faded: frozenset[int] = frozenset(),
 ) -> TestVideo:
+    """`keyframe_interval`: a keyframe every so many frames (x264's default is 250); `faded`: frames
+    whose face is flattened to its mean colour, which the detector then misses."""
     width, height = size
     patch = face_patch(face_height)
     scene = background(width, height)
@@ -59,6 +63,8 @@ def make_video(
         video.time_base = time_base
         video.codec_context.time_base = time_base
         video.options = {"crf": "18", "preset": "ultrafast"}
+        if keyframe_interval:
+            video.options |= {"g": str(keyframe_interval), "keyint_min": str(keyframe_interval), "sc_threshold": "0"}
         if rotation:
             video.set_display_rotation(rotation)
         sound = out.add_stream(audio_codec, rate=48000) if audio else None
@@ -68,6 +74,9 @@ def make_video(
             y = (height - patch.shape[0]) // 2
             picture = scene.copy()
             picture[y : y + patch.shape[0], x : x + patch.shape[1]] = patch
+            if index in faded:
+                face = picture[y : y + patch.shape[0], x : x + patch.shape[1]]
+                face[:] = face.astype(np.float32).mean(axis=(0, 1)).astype(np.uint8)
             frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format=video.pix_fmt)
             frame.pts, frame.time_base = pts, time_base
             out.mux(video.encode(frame))

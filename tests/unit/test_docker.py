@@ -9,8 +9,10 @@ check instead:
 - every build context, Dockerfile, compose config file and COPY source exists, no COPY source is
   excluded by .dockerignore, and every Dockerfile that installs the project copies all its packages;
 - every image ends as a non-root USER with a HEALTHCHECK and EXPOSE; every service has a healthcheck
-  on a port it exposes; each profile is self-contained (depends_on stays inside it); the GPU service
-  reserves an NVIDIA GPU; the API mounts jsonFiles and anonymized_videos as volume folders;
+  on a port it exposes (a worker, which listens on none, answers `anonymizer worker --ping`); each
+  profile is self-contained (depends_on stays inside it); the GPU service reserves an NVIDIA GPU; the
+  API mounts jsonFiles and anonymized_videos as volume folders; the scale profile's workers mount the
+  storage the APIs write and reach the broker the APIs can be pointed at;
 - the registry seeds name services of the API's own profile on ports they expose;
 - every `anonymizer ...` command line in the Dockerfiles and compose parses with the real CLI parser;
 - the health-check script and the API's entrypoint work (run here against a loopback server and in a
@@ -46,7 +48,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SCHEMA_FILE = ROOT / "tests" / "data" / "compose-spec.json"
 SCHEMA_SHA256 = "0dc04bd346dcfee1b1419628fff79937bbf076925f298f272a2b490e2b112bac"
-PROFILES = {"cpu", "gpu"}
+BASE_PROFILES = {"cpu", "gpu"}  # each a whole stack
+PROFILES = {*BASE_PROFILES, "scale"}  # scale adds Redis and workers to either
 API_PORT = 4343
 ROOT_USERS = {"root", "0"}
 RUN_FLAGS = re.compile(r"^(?:--\S+\s+)*")  # RUN --mount=... --network=... before the command
@@ -225,12 +228,26 @@ def service_profiles(service: dict) -> set[str]:
     return set(service.get("profiles", []))
 
 
-def healthcheck_url(service: dict) -> str:
+def healthcheck_words(service: dict) -> list[str]:
     test = service["healthcheck"]["test"]
-    words = test[1:] if isinstance(test, list) else shlex.split(test)
-    urls = [word for word in words if word.startswith("http")]
-    assert len(urls) == 1, f"healthcheck {test} should name one URL"
+    return test[1:] if isinstance(test, list) else shlex.split(test)
+
+
+def healthcheck_url(service: dict) -> str:
+    urls = [word for word in healthcheck_words(service) if word.startswith("http")]
+    assert len(urls) == 1, f"healthcheck {service['healthcheck']['test']} should name one URL"
     return urls[0]
+
+
+def healthcheck_port(service: dict) -> int | None:
+    """The port a health check probes: its URL's, or redis-cli's -p; None for a worker's ping."""
+    words = healthcheck_words(service)
+    if Path(words[0]).name == "redis-cli":
+        return int(words[words.index("-p") + 1])
+    if Path(words[0]).name == "anonymizer":
+        assert words[1:] == ["worker", "--ping"], words
+        return None
+    return urlsplit(healthcheck_url(service)).port
 
 
 def listens_on(service: dict) -> set[int]:
@@ -276,13 +293,16 @@ def test_every_service_is_in_a_known_profile_and_has_a_healthcheck():
         assert service_profiles(service), f"{name}: no profile, so it would start with every profile"
         assert service_profiles(service) <= PROFILES, f"{name}: unknown profile {service['profiles']}"
         assert service.get("healthcheck", {}).get("test"), f"{name}: no healthcheck"
-        port = urlsplit(healthcheck_url(service)).port
-        assert port in listens_on(service), f"{name}: its healthcheck probes {port}, not a port it exposes"
+        port = healthcheck_port(service)
+        if port is None:
+            assert service["command"][:2] == ["anonymizer", "worker"], f"{name}: only a worker pings itself"
+        else:
+            assert port in listens_on(service), f"{name}: its healthcheck probes {port}, not a port it exposes"
 
 
 def test_each_profile_has_the_api_on_4343_and_its_inference_servers():
     services = load_compose()["services"]
-    for profile in PROFILES:
+    for profile in BASE_PROFILES:
         active = {name: s for name, s in services.items() if profile in service_profiles(s)}
         published = [
             name for name, s in active.items() if any(str(p).startswith(f"{API_PORT}:") for p in s.get("ports", []))
@@ -358,7 +378,25 @@ def test_registry_seeds_name_the_servers_of_their_profile():
             assert parts.port in listens_on(server), f"{url}: {parts.hostname} does not expose {parts.port}"
             assert parts.hostname in service.get("depends_on", {}), f"{name} does not wait for {parts.hostname}"
         seeded += 1
-    assert seeded == len(PROFILES)
+    assert seeded == len(BASE_PROFILES)
+
+
+def test_scale_workers_share_the_apis_storage_and_broker():
+    """Workers mount the volumes the APIs save uploads and write results to, and use the Redis of
+    their profile, which the APIs are pointed at by ANONYMIZER_BROKER_URL."""
+    services = load_compose()["services"]
+    workers = {name: s for name, s in services.items() if s.get("command", [])[:2] == ["anonymizer", "worker"]}
+    assert workers and all(service_profiles(s) == {"scale"} for s in workers.values())
+    apis = [s for s in services.values() if "ANONYMIZER_API_PORT" in s.get("environment", {})]
+    for name, service in workers.items():
+        broker = urlsplit(service["environment"]["ANONYMIZER_BROKER_URL"])
+        assert broker.scheme == "redis" and broker.hostname in services, f"{name}: {broker.geturl()}"
+        assert broker.port in listens_on(services[broker.hostname]), f"{name}: Redis does not expose {broker.port}"
+        assert broker.hostname in service["depends_on"], f"{name} does not wait for {broker.hostname}"
+        for api in apis:
+            assert "ANONYMIZER_BROKER_URL" in api["environment"], "the API cannot be pointed at the broker"
+            shared = {v for v in api["volumes"] if v.split(":")[1].endswith(("/anonymized_videos", "/.uploads"))}
+            assert len(shared) == 2 and shared <= set(service["volumes"]), f"{name} does not mount {sorted(shared)}"
 
 
 def test_every_file_compose_refers_to_exists():
@@ -489,11 +527,15 @@ def anonymizer_command_lines() -> list[tuple[str, list[str]]]:
                 continue
             found += [(where, command[1:]) for command in commands if Path(command[0]).name == "anonymizer"]
     for name, service in load_compose()["services"].items():
-        command = service.get("command")
-        if command:
-            words = command if isinstance(command, list) else shlex.split(command)
-            if Path(words[0]).name == "anonymizer":
-                found.append((f"docker-compose.yml:{name}", words[1:]))
+        for where, command in (
+            ("", service.get("command")),
+            (" healthcheck", service.get("healthcheck", {}).get("test")),
+        ):
+            if command:
+                words = command if isinstance(command, list) else shlex.split(command)
+                words = words[1:] if words[0] in ("CMD", "CMD-SHELL") else words
+                if Path(words[0]).name == "anonymizer":
+                    found.append((f"docker-compose.yml:{name}{where}", words[1:]))
     return found
 
 
@@ -504,7 +546,7 @@ def subcommands(parser: argparse.ArgumentParser) -> set[str]:
 
 def test_the_stack_uses_the_cli():
     used = {argv[0] for _, argv in anonymizer_command_lines()}
-    assert {"serve-api", "serve-detection", "serve-segmentation", "models", "triton-repo"} <= used
+    assert {"serve-api", "serve-detection", "serve-segmentation", "models", "triton-repo", "worker"} <= used
 
 
 @pytest.mark.parametrize(("where", "argv"), anonymizer_command_lines(), ids=lambda value: str(value))

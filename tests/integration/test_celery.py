@@ -1,0 +1,204 @@
+"""The Celery mode end to end, on loopback: a real redis-server, two real `anonymizer worker`
+processes and the API with ANONYMIZER_BROKER_URL, all sharing one data folder, against our real
+detection server. Segments are 1 s here, so test videos with a keyframe every second are split."""
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from anonymization_api.jobs.celery_mode import create_celery
+from anonymization_api.jobs.redis_store import RedisJobStore
+from anonymization_api.settings import ApiSettings
+from anonymizer_tools.processes import Worker, celery_worker, redis_server
+from tests.integration.test_api_video import FAST, assert_faces_hidden, result, submit
+from tests.support.api import face_entry, wait_job
+from tests.support.images import region_change
+from tests.support.servers import FAST_REDISCOVERY, running
+from tests.support.videos import make_video, read_frames
+
+SEGMENTS = {"ANONYMIZER_API_VIDEO_SEGMENT_SECONDS": "1"}
+RED = json.dumps(
+    {"sensitive_info": [face_entry(anonymization_technique="solid", color="#ff0000", model_parameters={"scales": "1"})]}
+)
+
+
+@dataclass
+class Cluster:
+    api: str
+    broker: str
+    data: Path
+    env: dict[str, str]
+    workers: list[Worker]
+    folder: Path
+    later: contextlib.ExitStack  # workers started during the tests, stopped with the cluster
+
+    def leftovers(self) -> list[str]:
+        """Uploads, partial outputs and segment folders: nothing may stay once jobs have ended."""
+        uploads = self.data / ".uploads"
+        found = [p.name for p in uploads.iterdir()] if uploads.exists() else []
+        videos = self.data / "anonymized_videos"
+        return found + [p.name for p in videos.iterdir() if p.name.startswith(".")] if videos.exists() else found
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, detection_url) -> Iterator[Cluster]:
+    folder = tmp_path_factory.mktemp("celery")
+    data = folder / "data"
+    with redis_server(folder) as broker:
+        env = {
+            **FAST_REDISCOVERY,
+            "ANONYMIZER_BROKER_URL": broker,
+            # a killed worker's task goes to the other one after this. A task still running then is handed
+            # out a second time too: harmless (the test with equal frames would show otherwise), only slower.
+            "ANONYMIZER_API_BROKER_VISIBILITY_TIMEOUT_S": "20",
+            **SEGMENTS,
+        }
+        with (
+            contextlib.ExitStack() as later,
+            celery_worker("w1@test", broker, data, folder / "w1.log", env) as w1,
+            celery_worker("w2@test", broker, data, folder / "w2.log", env) as w2,
+            running(["serve-api", "--data-dir", str(data)], "/health", folder / "api.log", env=env) as api,
+        ):
+            httpx.post(f"{api}/set_url", data={"url": detection_url}, timeout=60).raise_for_status()
+            yield Cluster(api, broker, data, env, [w1, w2], folder, later)
+
+
+def busy_worker(cluster: Cluster, job_id: str) -> Worker:
+    """The worker running one of the job's tasks."""
+    app = create_celery(ApiSettings(broker_url=cluster.broker))
+    try:
+        for _ in range(100):
+            active = app.control.inspect(timeout=1).active() or {}
+            for candidate in cluster.workers:
+                if any(job_id in str(task.get("args")) for task in active.get(candidate.name, [])):
+                    return candidate
+            time.sleep(0.1)
+    finally:
+        app.close()
+    raise AssertionError(f"no worker is running job {job_id}")
+
+
+def test_a_batch_of_videos_completes_on_the_workers(cluster, tmp_path):
+    sources = [make_video(tmp_path / f"clip{i}.mp4", frames=12) for i in range(4)]
+    ids = [submit(cluster.api, source.path, FAST).json()["data"]["id"] for source in sources]
+    for source, job_id in zip(sources, ids, strict=True):
+        job = wait_job(cluster.api, job_id)
+        assert job["state"] == "done", job
+        frames, _, _ = read_frames(result(cluster.api, job, tmp_path))
+        assert_faces_hidden(source, frames)
+    assert cluster.leftovers() == []
+
+
+def test_cancel_removes_the_workers_files(cluster, tmp_path):
+    source = make_video(tmp_path / "long.mp4", frames=300, fps=25, size=(640, 360))
+    job_id = submit(cluster.api, source.path, FAST).json()["data"]["id"]
+    wait_job(cluster.api, job_id, until=lambda job: job["frames_done"] > 0)
+    cancelled = httpx.delete(f"{cluster.api}/jobs/{job_id}", timeout=60)
+    assert cancelled.status_code == 200 and cancelled.json()["data"]["state"] == "cancelled"
+    assert cluster.leftovers() == []
+    assert httpx.get(f"{cluster.api}/jobs/{job_id}").json()["data"]["state"] == "cancelled"
+
+
+def download(api: str, job: dict, folder: Path) -> Path:
+    folder.mkdir()
+    return result(api, job, folder)
+
+
+def segments_of(cluster: Cluster, job_id: str) -> int:
+    store = RedisJobStore(cluster.broker)
+    try:
+        return len(store.get(job_id).segments)
+    finally:
+        store.close()
+
+
+def test_three_segments_equal_the_embedded_mode_frame_for_frame(cluster, tmp_path, detection_url):
+    source = make_video(tmp_path / "three.mp4", frames=45, fps=15, keyframe_interval=15)
+    job = wait_job(cluster.api, submit(cluster.api, source.path, FAST).json()["data"]["id"])
+    assert job["state"] == "done" and segments_of(cluster, job["id"]) == 3
+    distributed = read_frames(download(cluster.api, job, tmp_path / "celery"))
+    env = {**FAST_REDISCOVERY, **SEGMENTS}
+    args = ["serve-api", "--data-dir", str(tmp_path / "embedded-data")]
+    with running(args, "/health", tmp_path / "e.log", env=env) as api:
+        httpx.post(f"{api}/set_url", data={"url": detection_url}, timeout=60).raise_for_status()
+        job = wait_job(api, submit(api, source.path, FAST).json()["data"]["id"])
+        assert job["state"] == "done", job
+        embedded = read_frames(download(api, job, tmp_path / "embedded"))
+    assert len(distributed[0]) == len(embedded[0]) == 45
+    assert distributed[1:] == embedded[1:]  # timestamps
+    assert all(np.array_equal(a, b) for a, b in zip(distributed[0], embedded[0], strict=True))
+    assert_faces_hidden(source, distributed[0])
+
+
+def test_a_face_the_detector_misses_right_after_a_cut_is_hidden(cluster, tmp_path):
+    """Frames 15 and 30 open segments 2 and 3, and the face is flattened there: only the overlap's
+    tracking, from the frames before the cut, can hide it."""
+    source = make_video(tmp_path / "cut.mp4", frames=45, fps=15, keyframe_interval=15, faded=frozenset({15, 30}))
+    tracked = wait_job(cluster.api, submit(cluster.api, source.path, RED).json()["data"]["id"])
+    untracked = wait_job(cluster.api, submit(cluster.api, source.path, RED, tracking="false").json()["data"]["id"])
+    assert segments_of(cluster, tracked["id"]) == 3
+    with_tracking, _, _ = read_frames(download(cluster.api, tracked, tmp_path / "t"))
+    without, _, _ = read_frames(download(cluster.api, untracked, tmp_path / "u"))
+    assert [i for i in (15, 30) if region_change(source.frames[i], without[i], source.faces[i]) < 30], (
+        "the flattened face should defeat the detector on its own"
+    )
+    for index in (14, 15, 16, 29, 30, 31):
+        assert region_change(source.frames[index], with_tracking[index], source.faces[index]) > 60, index
+
+
+def test_kill_9_of_a_worker_mid_segment_still_ends_in_one_complete_output(cluster, tmp_path):
+    source = make_video(tmp_path / "killed.mp4", frames=120, fps=25, keyframe_interval=25)
+    job_id = submit(cluster.api, source.path, FAST).json()["data"]["id"]
+    wait_job(cluster.api, job_id, until=lambda job: job["frames_done"] > 0)
+    victim = busy_worker(cluster, job_id)
+    victim.kill()
+    try:
+        job = wait_job(cluster.api, job_id, timeout=300)
+        assert job["state"] == "done", job
+        frames, pts, _ = read_frames(result(cluster.api, job, tmp_path))
+        assert len(frames) == 120 and pts == sorted(set(pts)) and segments_of(cluster, job_id) == 5
+        assert_faces_hidden(source, frames)
+        outputs = [p.name for p in (cluster.data / "anonymized_videos").iterdir() if "killed" in p.name]
+        assert outputs == [job["output"]] and cluster.leftovers() == []
+    finally:  # the other tests keep two workers
+        index = cluster.workers.index(victim)
+        log = cluster.folder / f"{victim.name}-again.log"
+        cluster.workers[index] = cluster.later.enter_context(
+            celery_worker(victim.name, cluster.broker, cluster.data, log, cluster.env)
+        )
+
+
+def test_an_api_restart_keeps_the_job_list_and_the_work_goes_on(cluster, tmp_path):
+    source = make_video(tmp_path / "during.mp4", frames=60, fps=25)
+    before = {job["id"]: job["state"] for job in httpx.get(f"{cluster.api}/jobs").json()["data"]}
+    with running(
+        ["serve-api", "--data-dir", str(cluster.data)], "/health", tmp_path / "api-b.log", env=cluster.env
+    ) as other:
+        job_id = submit(other, source.path, FAST).json()["data"]["id"]  # this replica goes away mid-job
+        wait_job(other, job_id, until=lambda job: job["state"] == "running")
+    with running(
+        ["serve-api", "--data-dir", str(cluster.data)], "/health", tmp_path / "api-c.log", env=cluster.env
+    ) as restarted:
+        job = wait_job(restarted, job_id)
+        assert job["state"] == "done", job
+        listed = {job["id"]: job["state"] for job in httpx.get(f"{restarted}/jobs").json()["data"]}
+        assert {**before, job_id: "done"}.items() <= listed.items()
+
+
+def test_set_url_on_one_replica_is_seen_by_another(cluster, tmp_path, detection_url):
+    registered = detection_url.rstrip("/") + "/"
+    with running(
+        ["serve-api", "--data-dir", str(tmp_path / "elsewhere")], "/health", tmp_path / "api-2.log", env=cluster.env
+    ) as other:
+        assert httpx.get(f"{other}/list_urls").json()["data"] == [registered]
+        httpx.post(f"{other}/remove_all_urls", timeout=60).raise_for_status()
+        assert httpx.get(f"{cluster.api}/list_urls").json()["data"] == []
+        httpx.post(f"{cluster.api}/set_url", data={"url": detection_url}, timeout=60).raise_for_status()
+        assert httpx.get(f"{other}/list_urls").json()["data"] == [registered]
