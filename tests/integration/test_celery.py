@@ -197,8 +197,8 @@ def test_set_url_on_one_replica_is_seen_by_another(cluster, tmp_path, detection_
     with running(
         ["serve-api", "--data-dir", str(tmp_path / "elsewhere")], "/health", tmp_path / "api-2.log", env=cluster.env
     ) as other:
-        assert httpx.get(f"{other}/list_urls").json()["data"] == [registered]
+        assert httpx.get(f"{other}/list_urls").json()["data"]["urls"] == [registered]
         httpx.post(f"{other}/remove_all_urls", timeout=60).raise_for_status()
-        assert httpx.get(f"{cluster.api}/list_urls").json()["data"] == []
+        assert httpx.get(f"{cluster.api}/list_urls").json()["data"]["urls"] == []
         httpx.post(f"{cluster.api}/set_url", data={"url": detection_url}, timeout=60).raise_for_status()
-        assert httpx.get(f"{other}/list_urls").json()["data"] == [registered]
+        assert httpx.get(f"{other}/list_urls").json()["data"]["urls"] == [registered]
