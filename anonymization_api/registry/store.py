@@ -227,7 +227,14 @@ class Registry:
                 previous = self._servers.get(server.url)
                 if previous is None:
                     continue  # removed meanwhile
-                if server.available:
+                redefined = _redefined_models(previous, server) if server.available else ""
+                if redefined:
+                    # What an administrator registered is what is trusted: a server whose models now
+                    # say other things (a model's labels or task) is not believed until registered again.
+                    if previous.available or previous.error != redefined:
+                        logger.warning("inference server %s is not trusted: %s", server.url, redefined)
+                    previous.available, previous.error = False, redefined
+                elif server.available:
                     if not previous.available:
                         logger.info("inference server %s is available", server.url)
                     changed = changed or previous.models != server.models or previous.protocol != server.protocol
@@ -257,6 +264,23 @@ class Registry:
                 logger.exception("discovery failed")
             only_unavailable = True
             await asyncio.sleep(interval_s)
+
+
+def _redefined_models(known: ServerInfo, found: ServerInfo) -> str:
+    """Why `found` contradicts what was registered of the same server, or "" where it does not:
+    models it still serves whose task or labels changed."""
+    changes = [
+        f"model {name} was {model.task} {list(model.labels)}, now {found.models[name].task} "
+        f"{list(found.models[name].labels)}"
+        for name, model in known.models.items()
+        if name in found.models and (found.models[name].task, found.models[name].labels) != (model.task, model.labels)
+    ]
+    if not changes:
+        return ""
+    return (
+        "its models changed since it was registered (" + "; ".join(changes) + "); an administrator must "
+        "register it again (POST /set_url) to accept that"
+    )
 
 
 def _first_problem(exc: Exception) -> str:

@@ -24,7 +24,14 @@ from anonymization_api.jobs.manager import Caller
 from anonymization_api.media.video import EncoderSettings, VideoLimits, probe
 from anonymization_api.pipelines.video import VideoOptions
 from anonymization_api.registry import Registry
-from anonymization_api.routes import BINARY, CONFIGURATION_FIELD, DETECTION_SIZE_FIELD, multipart_doc, route
+from anonymization_api.routes import (
+    BINARY,
+    CONFIGURATION_FIELD,
+    DETECTION_SIZE_FIELD,
+    multipart_doc,
+    route,
+    warning_header,
+)
 from anonymization_api.schemas import Envelope, JobDescription
 from anonymization_api.settings import ApiSettings
 from anonymizer_shared.bmw import envelope
@@ -104,14 +111,17 @@ async def _save_upload(upload: UploadFile, settings: ApiSettings) -> Path:
     return target
 
 
-async def _submit(request: Request, form: FormData, settings: ApiSettings, registry: Registry) -> JobRecord:
+async def _submit(
+    request: Request, form: FormData, settings: ApiSettings, registry: Registry
+) -> tuple[JobRecord, dict[str, str]]:
     """Validate the form, save the upload and queue its job; nothing stays on disk if that fails."""
     upload = form.get("video")
     if not isinstance(upload, UploadFile):
         raise InvalidRequest("the form field 'video' is missing; send the video as the multipart file 'video'")
     configuration = (await read_configuration(form)).decode("utf-8", errors="replace")
     # every problem reported now, not when the job runs
-    plan(parse_configuration(configuration, settings.max_configuration_entries), registry, settings.default_models)
+    content = parse_configuration(configuration, settings.max_configuration_entries)
+    warnings = warning_header(plan(content, registry, settings.default_models).warnings)
     tracking = _flag(form, "tracking", True)
     options = VideoOptions(
         keep_audio=_flag(form, "keep_audio", True),
@@ -130,15 +140,16 @@ async def _submit(request: Request, form: FormData, settings: ApiSettings, regis
         limits = VideoLimits(settings.max_video_pixels, settings.max_video_seconds, settings.max_video_frames)
         await asyncio.to_thread(probe, source, limits)
         what = {**job_request(configuration, options), "default_models": settings.default_models}
-        return await jobs.submit(_caller(request), upload.filename or "video", source, what)
+        return await jobs.submit(_caller(request), upload.filename or "video", source, what), warnings
     except BaseException:
         source.unlink(missing_ok=True)
         raise
 
 
-def _accepted(record: JobRecord) -> JSONResponse:
+def _accepted(record: JobRecord, headers: dict[str, str]) -> JSONResponse:
     described = describe(record)
-    return JSONResponse(envelope(described.model_dump()), status_code=202, headers={"Location": described.status_url})
+    headers = {**headers, "Location": described.status_url}
+    return JSONResponse(envelope(described.model_dump()), status_code=202, headers=headers)
 
 
 @route(
@@ -151,7 +162,7 @@ def _accepted(record: JobRecord) -> JSONResponse:
     response_model=Envelope[JobDescription],
 )
 async def create_job(request: Request, form: FormDep, settings: SettingsDep, registry: RegistryDep) -> JSONResponse:
-    return _accepted(await _submit(request, form, settings, registry))
+    return _accepted(*await _submit(request, form, settings, registry))
 
 
 @route(
@@ -170,12 +181,12 @@ async def anonymize_video(
     request: Request, form: FormDep, settings: SettingsDep, registry: RegistryDep
 ) -> JSONResponse:
     wait = _flag(form, "wait", True)
-    job = await _submit(request, form, settings, registry)
+    job, warnings = await _submit(request, form, settings, registry)
     if not wait:
-        return _accepted(job)
+        return _accepted(job, warnings)
     job = await _jobs(request).wait(job.id)
     if job.state is JobState.DONE:
-        return JSONResponse("Done")
+        return JSONResponse("Done", headers=warnings)
     status = job.error_status or 500 if job.state is JobState.FAILED else 409
     return JSONResponse(
         envelope(describe(job).model_dump(), job.error or f"the job was {job.state.value}"), status_code=status

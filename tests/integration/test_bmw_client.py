@@ -79,3 +79,13 @@ def test_a_configuration_with_fields_bmw_ignores_works_and_warns(api_url):
     audit = httpx.post(f"{api_url}/anonymize", files=files, data={"detections": "only"}, timeout=120).json()["data"]
     assert audit["warnings"] == [response.headers["x-configuration-warnings"]]
     assert np.any([entry["regions"] for entry in audit["detections"]])
+
+
+def test_a_video_configuration_with_unknown_fields_warns_too(api_url, tmp_path):
+    config = json.loads(BMW_CONFIGURATION.read_text())
+    config["sensitive_info"][0]["degre"] = 1
+    video = make_video(tmp_path / "walk.mp4", frames=4, audio=False)
+    files = {"video": ("walk.mp4", video.path.read_bytes()), "configuration": ("c.json", json.dumps(config))}
+    accepted = httpx.post(f"{api_url}/jobs", files=files, timeout=120)
+    assert accepted.status_code == 202
+    assert "unknown field 'degre' ignored" in accepted.headers["x-configuration-warnings"]

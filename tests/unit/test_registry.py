@@ -1,5 +1,6 @@
 """The registry file: BMW's shape read as it is, ours written whole, malformed entries survived."""
 
+import asyncio
 import json
 import stat
 
@@ -90,3 +91,28 @@ def test_entries_with_credentials_or_aliases(tmp_path, caplog):
     path.write_text(json.dumps({"urls": ["http://u:hunter2@127.0.0.1:8081/", "http://2130706433:8090"]}))
     assert [server.url for server in registry_at(path).servers()] == ["http://127.0.0.1:8090/"]
     assert "credentials in URLs are not accepted" in caplog.text and "hunter2" not in caplog.text
+
+
+def test_a_server_whose_labels_change_is_not_believed_until_registered_again(tmp_path, monkeypatch):
+    from anonymization_api.registry import store
+
+    path = tmp_path / "url_configuration.json"
+    registry = registry_at(path)
+    url = "http://127.0.0.1:8081/"
+    registered = ModelInfo("centerface", Task.DETECTION, ("face",))
+    registry._servers[url] = ServerInfo(url, Protocol.OIP, {"centerface": registered}, available=True)
+    now = {"labels": ("face",)}
+
+    async def discover(found_url, given, limits, policy):
+        model = ModelInfo("centerface", Task.DETECTION, now["labels"])
+        return ServerInfo(found_url, Protocol.OIP, {"centerface": model}, available=True)
+
+    monkeypatch.setattr(store, "discover", discover)
+    now["labels"] = ("background",)  # it says its face model finds something else now
+    asyncio.run(registry.refresh())
+    (server,) = registry.servers()
+    assert not server.available and "changed since it was registered" in server.error
+    assert server.models["centerface"].labels == ("face",)  # what was registered is kept
+    asyncio.run(registry.add(url))  # an administrator accepts the change
+    (server,) = registry.servers()
+    assert server.available and server.models["centerface"].labels == ("background",)
