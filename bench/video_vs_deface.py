@@ -27,6 +27,7 @@ import httpx
 import numpy as np
 
 from anonymizer_tools.processes import running
+from inference_common.engine import cpu_description
 from inference_common.models import PROJECT_ROOT, default_models_dir, fetch_models
 
 BENCH_VENV = PROJECT_ROOT / ".bench-venv"
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=150)
     args = parser.parse_args()
     fetch_models(default_models_dir())
+    print(cpu_description())
     deface_python()
     work = Path(tempfile.mkdtemp())
     clip = work / "clip_1080p.mp4"

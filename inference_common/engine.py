@@ -51,6 +51,16 @@ def core() -> ov.Core:
     return ov.Core()
 
 
+def cpu_description() -> str:
+    """The CPU OpenVINO runs on, what it can use there and the precision it infers in, so that a
+    benchmark's figures say which kind of machine they come from (AMX bf16 or AVX2 f32 differ 3x)."""
+    engine = core()
+    name = engine.get_property("CPU", "FULL_DEVICE_NAME")
+    capabilities = ", ".join(engine.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    precision = engine.get_property("CPU", "INFERENCE_PRECISION_HINT")
+    return f"CPU: {name}; OpenVINO capabilities: {capabilities}; inference precision: {precision}"
+
+
 class Engine:
     """Runs one network on uint8 RGB batches with OpenVINO; thread-safe."""
 

@@ -50,3 +50,10 @@ def test_engine_choice(monkeypatch):
     monkeypatch.setenv("ANONYMIZER_ENGINE", "onnxruntime")
     outputs = make_engine(path, PixelFormat()).infer(images)
     assert outputs[0].shape == (2, 1, 16, 24)  # batch and size follow the input, not the declared 10x32x32
+
+
+def test_the_cpu_description_names_the_machine_and_the_precision():
+    from inference_common.engine import cpu_description
+
+    text = cpu_description()
+    assert "OpenVINO capabilities: " in text and "FP32" in text and "inference precision: " in text
