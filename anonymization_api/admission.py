@@ -27,10 +27,6 @@ class Admission:
         self._per_key: dict[str, int] = {}
 
     @property
-    def waiting(self) -> int:
-        return self._waiting
-
-    @property
     def busy(self) -> bool:
         """Every slot taken: a new request waits, or is refused when the wait is full."""
         return self._slots.locked()

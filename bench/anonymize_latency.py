@@ -11,7 +11,6 @@ printed beside it.
 """
 
 import argparse
-import json
 import statistics
 import tempfile
 import threading
@@ -27,18 +26,12 @@ from anonymization_api.regions import FACE_CENTRE_SHIFT, RegionStyle, apply_regi
 from anonymization_api.techniques import TECHNIQUES, TechniqueOptions
 from anonymizer_shared.images import read_image
 from anonymizer_tools.processes import running
-from bench.scenes import jpeg, portraits_scene
+from bench.scenes import FACE_CONFIG, jpeg, portraits_scene
 from inference_common.imaging import fit_and_pad
 from inference_common.models import default_models_dir, fetch_models
 from inference_detection.centerface import CenterFace
 
-FACE_ENTRY = {
-    "class_name": "face",
-    "inference_type": "detection",
-    "anonymization_technique": "blurring",
-    "anonymization_degree": 1,
-}
-CONFIG = json.dumps({"sensitive_info": [FACE_ENTRY]})
+CONFIG = FACE_CONFIG
 
 
 def percentile(values: list[float], share: float) -> float:

@@ -10,7 +10,6 @@ Retry-After for the excess, and bounded waits for the rest, instead of every cli
 
 import argparse
 import collections
-import json
 import statistics
 import tempfile
 import threading
@@ -20,20 +19,9 @@ from pathlib import Path
 import httpx
 
 from anonymizer_tools.processes import peak_rss_mb, running, started
-from bench.scenes import jpeg, portraits_scene
+from bench.scenes import FACE_CONFIG, jpeg, portraits_scene
 
-CONFIG = json.dumps(
-    {
-        "sensitive_info": [
-            {
-                "class_name": "face",
-                "inference_type": "detection",
-                "anonymization_technique": "blurring",
-                "anonymization_degree": 1,
-            }
-        ]
-    }
-)
+CONFIG = FACE_CONFIG
 
 
 def load(url: str, image: bytes, clients: int, seconds: float) -> tuple[collections.Counter, list[float], int]:

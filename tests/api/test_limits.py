@@ -2,7 +2,6 @@
 depth and numbers; image and video size; admission control (503 with Retry-After, not a wait)."""
 
 import json
-import socket
 import threading
 import time
 
@@ -13,31 +12,15 @@ from anonymization_api.main import create_app
 from anonymization_api.settings import ApiSettings
 from tests.support.api import face_entry
 from tests.support.images import encode, grace_hopper
+from tests.support.listeners import silent_port
 from tests.support.videos import make_video
-
-
-class SilentServer:
-    """Accepts connections and never answers: an inference server that hangs."""
-
-    def __init__(self) -> None:
-        self.socket = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}/"
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                self.held.append(self.socket.accept()[0])
-            except OSError:
-                return
 
 
 @pytest.fixture(scope="module")
 def hanging():
-    server = SilentServer()
-    yield server
-    server.socket.close()
+    """An inference server's address that takes connections and never answers."""
+    with silent_port() as port:
+        yield f"http://127.0.0.1:{port}/"
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +28,8 @@ def api(tmp_path_factory, hanging):
     data = tmp_path_factory.mktemp("api-data")
     (data / "jsonFiles").mkdir()
     models = {"centerface": {"task": "detection", "labels": ["face"], "defaults": {"score_threshold": 0.1}}}
-    servers = {hanging.url: {"protocol": "oip", "models": models}}
-    (data / "jsonFiles" / "url_configuration.json").write_text(json.dumps({"urls": [hanging.url], "servers": servers}))
+    servers = {hanging: {"protocol": "oip", "models": models}}
+    (data / "jsonFiles" / "url_configuration.json").write_text(json.dumps({"urls": [hanging], "servers": servers}))
     settings = ApiSettings(
         data_dir=data,
         discovery_timeout_s=0.3,

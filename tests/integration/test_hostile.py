@@ -5,15 +5,13 @@ costly to serve are refused early, within bounded memory (the API's peak RSS is 
 import io
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import numpy as np
 from PIL import Image
 
 from tests.support.api import face_entry
+from tests.support.listeners import OIP_READY, Listener, oip_model
 from tests.support.servers import free_port, peak_rss_mb, started
 from tests.support.videos import make_video
 
@@ -22,57 +20,14 @@ KEYS = {"ANONYMIZER_API_ADMIN_KEYS": ADMIN, "ANONYMIZER_API_USER_KEYS": USER}
 CONFIG = json.dumps({"sensitive_info": [face_entry()]})
 
 
-class FakeInferenceServer(BaseHTTPRequestHandler):
-    """Claims to serve CenterFace and answers every image with 'no faces'; records who called."""
-
-    seen: list[str] = []  # noqa: RUF012 (one server per test)
-
-    def _answer(self, body: object) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        self.seen.append(self.path)
-        config = {"parameters": {"task": {"string_value": "detection"}, "labels": {"string_value": '["face"]'}}}
-        self._answer(config if self.path.endswith("/config") else {"ready": True})
-
-    def do_POST(self) -> None:
-        self.seen.append(self.path)
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self._answer([{"name": "centerface", "version": "1", "state": "READY"}])
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@contextmanager
-def fake_server() -> Iterator[str]:
-    FakeInferenceServer.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeInferenceServer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_a_fake_server_cannot_join_without_an_admin_key(tmp_path):
-    with (
-        fake_server() as fake,
-        started(["serve-api", "--data-dir", str(tmp_path / "data")], "/health", tmp_path / "api.log", env=KEYS) as (
-            api,
-            _,
-        ),
-    ):
-        anonymous = httpx.post(f"{api}/set_url", data={"url": fake}, timeout=30)
-        as_user = httpx.post(f"{api}/set_url", data={"url": fake}, headers={"X-API-Key": USER}, timeout=30)
+    api_args = ["serve-api", "--data-dir", str(tmp_path / "data")]
+    fake_answers = {**OIP_READY, **oip_model("centerface")}  # claims CenterFace, would say "no faces"
+    with Listener(fake_answers) as fake, started(api_args, "/health", tmp_path / "api.log", env=KEYS) as (api, _):
+        anonymous = httpx.post(f"{api}/set_url", data={"url": fake.url}, timeout=30)
+        as_user = httpx.post(f"{api}/set_url", data={"url": fake.url}, headers={"X-API-Key": USER}, timeout=30)
         assert anonymous.status_code == 401 and as_user.status_code == 403
-        assert FakeInferenceServer.seen == []  # refused before any request reached it
+        assert fake.requests == []  # refused before any request reached it
         assert httpx.get(f"{api}/list_urls", headers={"X-API-Key": USER}).json()["data"]["urls"] == []
         removed = httpx.post(f"{api}/remove_all_urls", headers={"X-API-Key": USER})
         assert removed.status_code == 403
