@@ -180,14 +180,22 @@ def score_image(truth: Truth, found: Found, height: int, width: int) -> Tally:
     rects = [rect for rects in found.hidden for rect in rects]
     shapes = [shape for rects, shape in zip(found.hidden, found.shapes, strict=True) for _ in rects]
     mask = hidden_mask(np.asarray(rects, np.float64).reshape(-1, 4), shapes, height, width)
+    return score_mask(truth, mask, found.boxes)
+
+
+def score_mask(truth: Truth, mask: np.ndarray, found: np.ndarray) -> Tally:
+    """The tally of one image and class from the bool (H, W) mask of what was hidden and the detection
+    boxes (K, 4) behind it. A tool known only by its output image gives no boxes: its IoU recall and
+    false alarms then count nothing, its coverage and over-anonymisation are exact."""
+    height, width = mask.shape
     everything = np.concatenate([truth.counted, truth.ignored]).reshape(-1, 4)
     reference = hidden_mask(enlarged(everything, REFERENCE_SCALE), ["box"] * len(everything), height, width)
     return Tally(
         images=1,
         boxes=len(truth.counted),
         covered=int((coverage_shares(truth.counted, mask) >= COVERED).sum()),
-        matched=int(iou_matched(truth.counted, found.boxes).sum()),
-        false_alarms=int(false_alarms(found.boxes, truth.counted, truth.ignored).sum()),
+        matched=int(iou_matched(truth.counted, found).sum()),
+        false_alarms=int(false_alarms(found, truth.counted, truth.ignored).sum()),
         hidden_pixels=int(mask.sum()),
         image_pixels=height * width,
         reference_pixels=int(reference.sum()),
