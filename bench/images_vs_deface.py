@@ -19,16 +19,16 @@ count as not hidden). Its time is the whole call: its start and model loading, P
 detection and PNG encoding, over the images.
 
 Ours runs through the real servers (`serve-detection`, `serve-api`) and `POST /anonymize` with
-`detections=only` as `anonymizer eval` does: one client, since deface is one sequential process
-too; decoding, detection and blurring are timed, encoding is not (that mode returns none). Each
+`detections=include` (`anonymizer eval`'s pass, with the anonymised JPEG encoded and sent back
+as well, since deface writes its output too): one client, as deface is one sequential process. Each
 configuration of `OURS` first sees one image of each size untimed (the network compiles per
 input shape). Both tools are scored by `anonymizer eval`'s own functions: coverage recall (share
 of faces with >= 70 % of their box hidden) and over-anonymisation (hidden pixels over the union of
 the true boxes grown 1.6x), pooled over the set.
 
-Targets: (a) our default configuration covers more than deface at its best threshold whose
-over-anonymisation stays <= 1.3; (b) our fastest preset is at least 4x as fast as deface at its
-default threshold 0.2, its coverage ratio beside it.
+Targets: (a) our default configuration covers at least as much as deface at its best threshold
+whose over-anonymisation stays <= 1.3, and is at least as fast; (b) our fastest preset covers at
+least as much as deface at its default threshold 0.2, at least 4x as fast.
 """
 
 import argparse
@@ -122,8 +122,10 @@ def our_pass(
     """`anonymizer eval`'s pass with one client after an untimed one over `warm`; the configuration,
     the tally and the wall time."""
     configuration = configuration_for([LABEL], None, preset)
-    run_pass(dataset, warm, api, configuration, [LABEL], 1, {})
-    results, seconds = run_pass(dataset, images, api, configuration, [LABEL], 1, {})
+    # `include`: the anonymised image is encoded and sent back too, as deface writes its output
+    form = {"detections": "include"}
+    run_pass(dataset, warm, api, configuration, [LABEL], 1, form)
+    results, seconds = run_pass(dataset, images, api, configuration, [LABEL], 1, form)
     return configuration, tally(images, results, LABEL), seconds
 
 

@@ -9,6 +9,13 @@ Faces larger than `upscaled_max_size` are taken from the 1x pass only: upscaled,
 of pixels large, where the network places them less well.
 A later pass is run only while the scaled image stays under `max_pixels`, so cost stays bounded
 on large frames (where small faces are rarely that small): 1920x1080 gets the 1x pass alone.
+
+The upscaled pass is a cascade (`upscaled_where: candidates`, the default): the 1x pass's heat map,
+read at a much lower score (`CANDIDATE_SCORE`), says where a small face may be, and the 2x pass and
+its mirror run only on the tiles of the image holding such a candidate; where candidates are spread
+over most of the image, the whole image is upscaled as before. The tiles overlap by more than half
+the largest face the upscaled pass keeps, and a face is taken from the tile its centre lies in, so
+no face is cut by a tile's edge.
 """
 
 from pathlib import Path
@@ -26,6 +33,12 @@ from inference_common.serving import NO_DETECTIONS, DetectionModel, ModelParams
 STRIDE = 4
 NMS_IOU = 0.3
 FUSE_IOU = 0.5
+# The cascade (see the module's docstring): a heat-map score this low at 1x (or half the score
+# threshold, where that is lower) marks where the 2x pass looks; tiles of TILE x TILE image pixels,
+# each run with a margin on every side.
+CANDIDATE_SCORE = 0.05
+TILE = 256
+Tile = tuple[int, int, int, int]  # x1, y1, x2, y2 in image pixels
 
 
 def parse_scales(value: object) -> object:
@@ -65,6 +78,12 @@ class CenterFaceParams(ModelParams):
         "faces come from the 1x pass, since the network places faces hundreds of pixels large less well",
     )
 
+    upscaled_where: Literal["candidates", "everywhere"] = Field(
+        "candidates",
+        description="where a pass at a scale above 1 runs: on the tiles where the first pass saw a candidate "
+        "small face (a cascade, much faster on images with few faces), or on the whole image",
+    )
+
     _split_scales = field_validator("scales", mode="before")(parse_scales)
 
     @field_validator("scales")
@@ -95,32 +114,112 @@ class CenterFace(DetectionModel):
 
     def detect(self, image: np.ndarray, params: CenterFaceParams) -> np.ndarray:
         height, width = image.shape[:2]
-        found = []
+        found, candidates = [], np.zeros((0, 2), np.float32)
         for index, scale in enumerate(params.scales):
             if index > 0 and width * height * scale * scale > params.max_pixels * 1.05:
                 continue
-            found.append(self._detect_at(image, scale, params))
+            tiles = None
+            if index > 0 and scale > 1.0 and params.upscaled_where == "candidates":
+                tiles = candidate_tiles(candidates, width, height, tile_margin(params, scale))
+            if tiles is None:
+                dets, seen = self._detect_at(image, scale, params)
+                if index == 0:
+                    candidates = seen
+            else:
+                dets = self._detect_in_tiles(image, scale, tiles, params)
+            found.append(self._kept(dets, scale, params))
         dets = np.concatenate(found) if found else NO_DETECTIONS
         return boxes.nms(boxes.clip(dets, width, height), NMS_IOU)
 
-    def _detect_at(self, image: np.ndarray, scale: float, params: CenterFaceParams) -> np.ndarray:
+    def _detect_at(self, image: np.ndarray, scale: float, params: CenterFaceParams) -> tuple[np.ndarray, np.ndarray]:
+        """Detections in image pixels, and the centres (N, 2) of the small-face candidates."""
         net_input, factor = fit_and_pad(image, scale, params.max_pixels, 32)
-        flip = params.flip == "all" or (params.flip == "upscaled" and scale > 1.0)
-        if not flip:
-            heatmap, log_scale, offset, _landmarks = self.engine.infer(net_input[None])
-            dets = decode(heatmap[0, 0], log_scale[0], offset[0], params.score_threshold)
-        else:
-            heatmap, log_scale, offset, _landmarks = self.engine.infer(np.stack([net_input, net_input[:, ::-1]]))
-            # Candidates down to half the threshold, so a face just under it in one view still counts.
-            views = [decode(heatmap[i, 0], log_scale[i], offset[i], params.score_threshold / 2) for i in (0, 1)]
-            net_w = net_input.shape[1]
-            views[1][:, [0, 2]] = net_w - views[1][:, [2, 0]]
-            dets = mean_of_views(views, params.score_threshold)
+        dets, candidates = self._views(net_input, scale, params, params.upscaled_max_size * factor)
         dets[:, :4] /= factor
+        return dets, candidates / factor
+
+    def _detect_in_tiles(
+        self, image: np.ndarray, scale: float, tiles: list[Tile], params: CenterFaceParams
+    ) -> np.ndarray:
+        """Detections of the pass at `scale` on each tile (x1, y1, x2, y2) with its margin, those centred in it."""
+        height, width = image.shape[:2]
+        margin = tile_margin(params, scale)
+        found = []
+        for x1, y1, x2, y2 in tiles:
+            # Every window has the same size (shifted inside the image at its edges): one compiled shape.
+            left = int(np.clip(x1 - margin, 0, max(0, width - TILE - 2 * margin)))
+            top = int(np.clip(y1 - margin, 0, max(0, height - TILE - 2 * margin)))
+            window = image[top : top + TILE + 2 * margin, left : left + TILE + 2 * margin]
+            net_input, factor = fit_and_pad(window, scale, params.max_pixels, 32)
+            dets, _ = self._views(net_input, scale, params, 0.0)
+            dets[:, :4] /= factor
+            dets[:, [0, 2]] += left
+            dets[:, [1, 3]] += top
+            centre_x, centre_y = (dets[:, 0] + dets[:, 2]) / 2, (dets[:, 1] + dets[:, 3]) / 2
+            found.append(dets[(centre_x >= x1) & (centre_x < x2) & (centre_y >= y1) & (centre_y < y2)])
+        return np.concatenate(found) if found else NO_DETECTIONS.copy()
+
+    def _views(
+        self, net_input: np.ndarray, scale: float, params: CenterFaceParams, candidate_size: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Detections in network pixels of one input (and its mirror where `flip` asks), and the centres
+        of the first view's candidate small faces, no longer than `candidate_size`, in network pixels."""
+        flip = params.flip == "all" or (params.flip == "upscaled" and scale > 1.0)
+        batch = np.stack([net_input, net_input[:, ::-1]]) if flip else net_input[None]
+        heatmap, log_scale, offset, _landmarks = self.engine.infer(batch)
+        floor = min(CANDIDATE_SCORE, params.score_threshold / 2)
+        candidates = small_face_centres(heatmap[0, 0], log_scale[0], offset[0], floor, candidate_size)
+        if not flip:
+            return decode(heatmap[0, 0], log_scale[0], offset[0], params.score_threshold), candidates
+        # Candidates down to half the threshold, so a face just under it in one view still counts.
+        views = [decode(heatmap[i, 0], log_scale[i], offset[i], params.score_threshold / 2) for i in (0, 1)]
+        views[1][:, [0, 2]] = net_input.shape[1] - views[1][:, [2, 0]]
+        return mean_of_views(views, params.score_threshold), candidates
+
+    @staticmethod
+    def _kept(dets: np.ndarray, scale: float, params: CenterFaceParams) -> np.ndarray:
         if scale > min(params.scales):  # the lowest scale answers for the large faces
             longest = np.maximum(dets[:, 2] - dets[:, 0], dets[:, 3] - dets[:, 1])
             dets = dets[longest <= params.upscaled_max_size]
         return dets
+
+
+def tile_margin(params: CenterFaceParams, scale: float) -> int:
+    """Image pixels around a tile: more than half the largest face the upscaled pass keeps, so a face
+    centred in the tile lies whole in its window, plus the network's stride at that scale."""
+    return int(np.ceil(params.upscaled_max_size / 2 + STRIDE / scale))
+
+
+def candidate_tiles(centres: np.ndarray, width: int, height: int, margin: int) -> list[Tile] | None:
+    """The tiles (x1, y1, x2, y2) holding a candidate centre, or None where running them all would
+    cost more than upscaling the whole image."""
+    if width < TILE + 2 * margin or height < TILE + 2 * margin:
+        return None  # a small image: the whole of it is one window anyway
+    columns, rows = -(-width // TILE), -(-height // TILE)
+    hit = np.zeros((rows, columns), bool)
+    cells = np.clip((centres // TILE).astype(np.int64), 0, [columns - 1, rows - 1])
+    hit[cells[:, 1], cells[:, 0]] = True
+    if hit.sum() * (TILE + 2 * margin) ** 2 >= width * height:
+        return None
+    rows_hit, columns_hit = np.nonzero(hit)
+    return [
+        (c * TILE, r * TILE, min(width, (c + 1) * TILE), min(height, (r + 1) * TILE))
+        for r, c in zip(rows_hit.tolist(), columns_hit.tolist(), strict=True)
+    ]
+
+
+def small_face_centres(
+    heatmap: np.ndarray, log_scale: np.ndarray, offset: np.ndarray, floor: float, max_size: float
+) -> np.ndarray:
+    """Centres (N, 2) in network pixels of heat-map cells above `floor` whose face would be at most
+    `max_size` long: where a small face may be. No non-maximum suppression: only where matters."""
+    rows, cols = np.nonzero(heatmap > floor)
+    longest = np.exp(np.maximum(log_scale[0, rows, cols], log_scale[1, rows, cols])) * STRIDE
+    small = longest <= max_size
+    rows, cols = rows[small], cols[small]
+    centre_x = (cols + offset[1, rows, cols] + 0.5) * STRIDE
+    centre_y = (rows + offset[0, rows, cols] + 0.5) * STRIDE
+    return np.stack([centre_x, centre_y], axis=1).astype(np.float32)
 
 
 def mean_of_views(views: list[np.ndarray], threshold: float) -> np.ndarray:

@@ -1,0 +1,82 @@
+"""The upscaled pass as a cascade: the 2x pass runs only on tiles where the 1x pass saw a candidate
+small face, finds the same faces as the whole-image pass and sends the network fewer pixels."""
+
+import numpy as np
+import pytest
+
+from inference_common.models import default_models_dir
+from inference_detection import centerface
+from inference_detection.centerface import TILE, CenterFace, candidate_tiles
+from tests.support.images import ASTRONAUT_FACE, GRACE_HOPPER_FACE, astronaut, coverage, face_at, grace_hopper
+
+SMALL_FACES = [(60, 70), (900, 680), (920, 90)]  # top-left corners on a 1024x768 image
+
+
+def test_tiles_are_those_holding_a_candidate():
+    tiles = candidate_tiles(np.array([[10.0, 10.0], [700.0, 300.0]], np.float32), 1280, 960, 50)
+    assert tiles == [(0, 0, TILE, TILE), (2 * TILE, TILE, 3 * TILE, 2 * TILE)]
+
+
+def test_candidates_everywhere_or_a_small_image_upscale_the_whole_image():
+    spread = np.array([[x, y] for x in range(0, 1280, TILE) for y in range(0, 960, TILE)], np.float32)
+    assert candidate_tiles(spread, 1280, 960, 50) is None
+    assert candidate_tiles(np.array([[10.0, 10.0]], np.float32), 300, 300, 50) is None
+
+
+@pytest.fixture(scope="module")
+def sparse_scene():
+    """Three faces 18-26 px long on a plain, lightly noisy background, far apart."""
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(120, 8, (768, 1024, 3)), 0, 255).astype(np.uint8)
+    faces = [
+        (grace_hopper(), GRACE_HOPPER_FACE, 20),
+        (astronaut(), ASTRONAUT_FACE, 26),
+        (grace_hopper(), GRACE_HOPPER_FACE, 18),
+    ]
+    truth = []
+    for (x, y), (source, box, side) in zip(SMALL_FACES, faces, strict=True):
+        face = face_at(source, box, side)
+        image[y : y + face.shape[0], x : x + face.shape[1]] = face
+        truth.append((x, y, x + face.shape[1], y + face.shape[0]))
+    return image, truth
+
+
+@pytest.fixture(scope="module")
+def detector():
+    model = CenterFace()
+    model.load(default_models_dir())
+    return model
+
+
+def pixels_sent(model: CenterFace, image: np.ndarray, where: str) -> tuple[np.ndarray, int]:
+    sent = 0
+    infer = model.engine.infer
+
+    def counting(batch: np.ndarray) -> list[np.ndarray]:
+        nonlocal sent
+        sent += batch.shape[0] * batch.shape[1] * batch.shape[2]
+        return infer(batch)
+
+    model.engine.infer = counting
+    try:
+        return model.detect(image, model.parse_params({"upscaled_where": where})), sent
+    finally:
+        model.engine.infer = infer
+
+
+def test_the_cascade_finds_every_small_face_with_fewer_network_pixels(detector, sparse_scene):
+    image, truth = sparse_scene
+    whole, whole_pixels = pixels_sent(detector, image, "everywhere")
+    tiled, tiled_pixels = pixels_sent(detector, image, "candidates")
+    for found in (whole, tiled):
+        for face in truth:
+            assert max(coverage(face, det[:4]) for det in found) > 0.7
+    assert tiled_pixels < 0.6 * whole_pixels  # three tiles with their margins, against the whole image
+
+
+def test_a_face_on_a_tile_edge_is_found_once(detector, sparse_scene, monkeypatch):
+    image, truth = sparse_scene
+    monkeypatch.setattr(centerface, "TILE", 75)  # the first face (60..80 px) straddles a tile edge
+    found, _ = pixels_sent(detector, image, "candidates")
+    on_it = [det for det in found if coverage(truth[0], det[:4]) > 0.7]
+    assert len(on_it) == 1
