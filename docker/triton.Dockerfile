@@ -42,7 +42,7 @@ RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
         python3 -m pip install --no-cache-dir "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" "onnx==1.23.2"; \
     fi
 # --python-path '': Triton's stub runs this same python3, which has the project installed.
-RUN anonymizer models fetch --models-dir /opt/anonymizer/models \
+RUN anonymizer models fetch --no-int8 --models-dir /opt/anonymizer/models \
  && anonymizer triton-repo /models-repo --models-dir /opt/anonymizer/models --python-path ''
 RUN groupadd --gid 10001 anonymizer \
  && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin anonymizer

