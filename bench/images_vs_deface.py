@@ -59,8 +59,8 @@ from anonymizer_tools.evaluation import (
 from anonymizer_tools.processes import running
 from bench import crowd
 from bench.video_vs_deface import BENCH_VENV, deface_python
-from inference_common.engine import cpu_description
 from inference_common.models import default_models_dir, fetch_models
+from inference_common.quantisation import describe_machine
 
 # Our configurations: row name -> preset set on the face entry (None: the default face configuration).
 # CenterFace has no `fast` preset; `balanced` (one pass at 1x) is its fastest.
@@ -189,7 +189,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = parser.parse_args()
     fetch_models(default_models_dir())
-    cpu = cpu_description()
+    cpu = describe_machine(default_models_dir())
     print(cpu)
     deface_python()
     work = Path(tempfile.mkdtemp())

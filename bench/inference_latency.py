@@ -17,8 +17,8 @@ import tritonclient.http as triton
 from anonymizer_shared import wire
 from anonymizer_tools.processes import running
 from bench.scenes import portraits_scene
-from inference_common.engine import cpu_description
 from inference_common.models import default_models_dir, fetch_models
+from inference_common.quantisation import describe_machine
 from inference_detection.server import detection_models
 from inference_segmentation.server import segmentation_models
 
@@ -50,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     models_dir = default_models_dir()
     fetch_models(models_dir)
-    print(cpu_description())
+    print(describe_machine(default_models_dir()))
     scenes = {size: portraits_scene(*size) for size in SIZES}
     local = {}
     models = [*detection_models(), *segmentation_models()]

@@ -27,8 +27,8 @@ import httpx
 import numpy as np
 
 from anonymizer_tools.processes import running
-from inference_common.engine import cpu_description
 from inference_common.models import PROJECT_ROOT, default_models_dir, fetch_models
+from inference_common.quantisation import describe_machine
 
 BENCH_VENV = PROJECT_ROOT / ".bench-venv"
 DEFACE_PACKAGES = ["deface==1.5.0", "onnxruntime==1.23.2", "onnx==1.23.2"]
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=150)
     args = parser.parse_args()
     fetch_models(default_models_dir())
-    print(cpu_description())
+    print(describe_machine(default_models_dir()))
     deface_python()
     work = Path(tempfile.mkdtemp())
     clip = work / "clip_1080p.mp4"

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inference_common.engine import inference_precision
+from inference_common.engine import cpu_description, inference_precision
 from inference_common.errors import ModelFetchError
 from inference_common.models import CENTERFACE, sha256_of
 
@@ -147,3 +147,9 @@ def int8_model(models_dir: Path) -> Path | None:
         logger.warning("no INT8 CenterFace in %s (run `anonymizer models fetch`): running it in float", models_dir)
         return None
     return int8_paths(models_dir)[0]
+
+
+def describe_machine(models_dir: Path) -> str:
+    """`cpu_description()` and which CenterFace network the servers here run, for benchmarks' first line."""
+    network = "INT8" if int8_model(models_dir) else f"float, in {inference_precision()}"
+    return f"{cpu_description()}; CenterFace: {network} ({INT8_ENV}={os.environ.get(INT8_ENV, 'auto')})"
