@@ -71,7 +71,9 @@ def test_the_cascade_finds_every_small_face_with_fewer_network_pixels(detector, 
     for found in (whole, tiled):
         for face in truth:
             assert max(coverage(face, det[:4]) for det in found) > 0.7
-    assert tiled_pixels < 0.6 * whole_pixels  # three tiles with their margins, against the whole image
+    first_pass = image.shape[0] * image.shape[1]
+    # three tiles with their margins, against the whole image at 2x
+    assert tiled_pixels - first_pass < 0.6 * (whole_pixels - first_pass)
 
 
 def test_a_face_on_a_tile_edge_is_found_once(detector, sparse_scene, monkeypatch):
