@@ -111,6 +111,9 @@ def quantise_centerface(models_dir: Path) -> Path:
     network, record = int8_paths(models_dir)
     if int8_ready(models_dir):
         return network
+    # NNCF sends usage telemetry to Google Analytics unless NNCF_CI is set (its only switch short of
+    # writing an opt-out file into the user's home); an anonymisation service sends nothing.
+    os.environ.setdefault("NNCF_CI", "1")
     try:
         import nncf
         import openvino as ov
