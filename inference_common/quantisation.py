@@ -7,7 +7,7 @@ is `int8_model()`: $ANONYMIZER_INT8 = `auto` (INT8 where the CPU infers in float
 
 Calibration needs images of faces, small and large, and of scenes without faces: they are
 generated here, seeded, from pictures that ship inside scikit-image (its LFW subset of 25x25
-faces, the astronaut, street and object photos), so every machine makes the same model.
+faces, the astronaut, photos of objects, a cat, the sky and textures), so every machine makes the same model.
 """
 
 import json
