@@ -13,11 +13,11 @@ A later pass is run only while the scaled image stays under `max_pixels`, so cos
 on large frames (where small faces are rarely that small): 1920x1080 gets the 1x pass alone.
 
 The upscaled pass is a cascade (`upscaled_where: candidates`, the default): the 1x pass's heat map,
-read at a much lower score (`CANDIDATE_SCORE`), says where a small face may be, and the 2x pass and
-its mirror run only on the tiles of the image holding such a candidate; where candidates are spread
-over most of the image, the whole image is upscaled as before. The tiles overlap by more than half
-the largest face the upscaled pass keeps, and a face is taken from the tile its centre lies in, so
-no face is cut by a tile's edge.
+read at a much lower score (`CANDIDATE_SCORE`), says where a small face may be, and the 2x pass
+(with its mirror, where `flip` asks) runs only on the tiles of the image holding such a candidate;
+where candidates are spread over most of the image, the whole image is upscaled as before. The
+tiles overlap by more than half the largest face the upscaled pass keeps, and a face is taken from
+the tile its centre lies in, so no face is cut by a tile's edge.
 """
 
 from pathlib import Path
@@ -126,7 +126,7 @@ class CenterFace(DetectionModel):
             if index > 0 and scale > 1.0 and params.upscaled_where == "candidates":
                 tiles = candidate_tiles(candidates, width, height, tile_margin(params, scale))
             if tiles is None:
-                dets, seen = self._detect_at(image, scale, params)
+                dets, seen = self._detect_at(image, scale, params, marks_candidates=index == 0)
                 if index == 0:
                     candidates = seen
             else:
@@ -135,10 +135,14 @@ class CenterFace(DetectionModel):
         dets = np.concatenate(found) if found else NO_DETECTIONS
         return boxes.nms(boxes.clip(dets, width, height), NMS_IOU)
 
-    def _detect_at(self, image: np.ndarray, scale: float, params: CenterFaceParams) -> tuple[np.ndarray, np.ndarray]:
-        """Detections in image pixels, and the centres (N, 2) of the small-face candidates."""
+    def _detect_at(
+        self, image: np.ndarray, scale: float, params: CenterFaceParams, marks_candidates: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Detections in image pixels, and the centres (N, 2) of the small-face candidates (the first
+        pass marks them for the later ones; other passes return none)."""
         net_input, factor = fit_and_pad(image, scale, params.max_pixels, 32)
-        dets, candidates = self._views(net_input, scale, params, params.upscaled_max_size * factor)
+        candidate_size = params.upscaled_max_size * factor if marks_candidates else None
+        dets, candidates = self._views(net_input, scale, params, candidate_size)
         dets[:, :4] /= factor
         return dets, candidates / factor
 
@@ -155,7 +159,7 @@ class CenterFace(DetectionModel):
             top = int(np.clip(y1 - margin, 0, max(0, height - TILE - 2 * margin)))
             window = image[top : top + TILE + 2 * margin, left : left + TILE + 2 * margin]
             net_input, factor = fit_and_pad(window, scale, params.max_pixels, 32)
-            dets, _ = self._views(net_input, scale, params, 0.0)
+            dets, _ = self._views(net_input, scale, params, None)
             dets[:, :4] /= factor
             dets[:, [0, 2]] += left
             dets[:, [1, 3]] += top
@@ -164,15 +168,18 @@ class CenterFace(DetectionModel):
         return np.concatenate(found) if found else NO_DETECTIONS.copy()
 
     def _views(
-        self, net_input: np.ndarray, scale: float, params: CenterFaceParams, candidate_size: float
+        self, net_input: np.ndarray, scale: float, params: CenterFaceParams, candidate_size: float | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Detections in network pixels of one input (and its mirror where `flip` asks), and the centres
-        of the first view's candidate small faces, no longer than `candidate_size`, in network pixels."""
+        of the first view's candidate small faces, no longer than `candidate_size`, in network pixels
+        (none where `candidate_size` is None: a pass whose candidates nothing reads)."""
         flip = params.flip == "all" or (params.flip == "upscaled" and scale > 1.0)
         batch = np.stack([net_input, net_input[:, ::-1]]) if flip else net_input[None]
         heatmap, log_scale, offset, _landmarks = self.engine.infer(batch)
-        floor = min(CANDIDATE_SCORE, params.score_threshold / 2)
-        candidates = small_face_centres(heatmap[0, 0], log_scale[0], offset[0], floor, candidate_size)
+        candidates = np.zeros((0, 2), np.float32)
+        if candidate_size is not None:
+            floor = min(CANDIDATE_SCORE, params.score_threshold / 2)
+            candidates = small_face_centres(heatmap[0, 0], log_scale[0], offset[0], floor, candidate_size)
         if not flip:
             return decode(heatmap[0, 0], log_scale[0], offset[0], params.score_threshold), candidates
         # Candidates down to half the threshold, so a face just under it in one view still counts.
