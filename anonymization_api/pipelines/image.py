@@ -45,14 +45,17 @@ def shrink_to_fit(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray
     """`image` scaled down to fit within `size` (width, height), keeping its proportions; as it is
     where it fits already or no size is given. Detecting on fewer pixels is faster, and the
     inference server is sent a quarter of the bytes at half the size; small faces are lost first."""
-    if size is None:
-        return image
     height, width = image.shape[:2]
-    factor = min(size[0] / width, size[1] / height)
-    if factor >= 1:
+    factor = detection_factor(width, height, size)
+    if factor == 1:
         return image
     target = (max(1, round(width * factor)), max(1, round(height * factor)))
     return cv2.resize(image, target, interpolation=cv2.INTER_AREA)
+
+
+def detection_factor(width: int, height: int, size: tuple[int, int] | None) -> float:
+    """The scale (at most 1) that fits a `width` x `height` image within `size` (width, height)."""
+    return 1.0 if size is None else min(1.0, size[0] / width, size[1] / height)
 
 
 def _to_image_size(plan: Plan, results: Results, sent: tuple[int, ...], height: int, width: int) -> Results:

@@ -26,6 +26,7 @@ from anonymization_api.configuration import Plan
 from anonymization_api.inference import InferenceRouter
 from anonymization_api.media.video import DecodedBatch, EncoderSettings, VideoInfo, VideoReader, VideoWriter
 from anonymization_api.pipelines.image import entry_detections, entry_mask, hide, localise, manual_regions
+from anonymization_api.pipelines.key_frames import KeyDetections, key_interval, localise_frames
 from anonymization_api.pipelines.progress import Cancelled, Progress
 from anonymization_api.pipelines.segments import WHOLE, Window
 from anonymization_api.regions import box_regions, mask_regions
@@ -45,6 +46,9 @@ class VideoOptions:
     hold_seconds: float = 0.5
     # Detect on every n-th frame only; tracking interpolates the frames between (needs tracking).
     detection_interval: int = 1
+    # Whole frames are detected this far apart (key frames), the frames between only around what the
+    # key frames on either side found (pipelines.key_frames); 0 detects every whole frame.
+    key_frame_seconds: float = 0.1
     # Frames are shrunk to fit (width, height) for detection only; the output keeps every pixel.
     detection_size: tuple[int, int] | None = None
     # Videos longer than 1.5 times this are cut into segments of about this length (pipelines.segments).
@@ -101,21 +105,36 @@ async def anonymise_video(
     buffer: deque[FrameRecord] = deque()
     by_index: dict[int, FrameRecord] = {}
     last_masks: dict[int, np.ndarray] = {}
-    decode = asyncio.create_task(asyncio.to_thread(reader.next_batch, options.batch_size))
+    key_every = key_interval(options.key_frame_seconds, float(info.rate))
+    # A whole number of key intervals per batch: each batch ends on a key frame (pipelines.key_frames)
+    batch_size = (
+        -(-options.batch_size // key_every) * key_every if options.detection_interval == 1 else options.batch_size
+    )
+    decode = asyncio.create_task(asyncio.to_thread(reader.next_batch, batch_size))
     encode: asyncio.Task | None = None
     index, written, reached_stop = window.first, 0, False
+    last_key: KeyDetections | None = None  # what the last key frame found, for the frames after it
+    key_shape: tuple[int, ...] | None = None
     try:
         writer = await asyncio.to_thread(VideoWriter, dst, reader, info, options.encoder)
         while not reached_stop and (batch := await decode) is not None:
-            decode = asyncio.create_task(asyncio.to_thread(reader.next_batch, options.batch_size))
+            decode = asyncio.create_task(asyncio.to_thread(reader.next_batch, batch_size))
             if is_cancelled():
                 raise Cancelled()
             batch, reached_stop = window.select(batch)
             ready: list[FrameRecord] = []
             for group in _same_size_groups(batch):
-                detected = [i for n, i in enumerate(group) if (index + n) % options.detection_interval == 0]
-                frames = [batch.frames[i] for i in detected]
-                results = await localise(plan, frames, router, options.detection_size) if frames else {}
+                if options.detection_interval > 1:
+                    detected = [i for n, i in enumerate(group) if (index + n) % options.detection_interval == 0]
+                    frames = [batch.frames[i] for i in detected]
+                    results = await localise(plan, frames, router, options.detection_size) if frames else {}
+                else:
+                    detected, frames = group, [batch.frames[i] for i in group]
+                    if key_shape != frames[0].shape:
+                        last_key, key_shape = None, frames[0].shape
+                    results, last_key = await localise_frames(
+                        plan, frames, router, options.detection_size, key_every, last_key
+                    )
                 for frame_index in group:
                     pts = batch.pts[frame_index]
                     record = FrameRecord(index, pts, batch.frames[frame_index], window.writes(pts))

@@ -45,6 +45,7 @@ JOB_FIELDS = {
     "tracking": {"type": "boolean", "default": True},
     "hold_seconds": {"type": "number", "default": 0.5, "minimum": 0, "maximum": 5},
     "detection_interval": {"type": "integer", "default": 1, "minimum": 1, "maximum": 10},
+    "key_frame_seconds": {"type": "number", "default": 0.1, "minimum": 0, "maximum": 1},
     "detection_size": DETECTION_SIZE_FIELD,
 }
 JOB_FORM_DOC = multipart_doc(["video", "configuration"], JOB_FIELDS)
@@ -84,14 +85,14 @@ def _interval(form, tracking: bool) -> int:
     return int(raw)
 
 
-def _hold(form) -> float:
-    raw = form_text(form, "hold_seconds")
+def _seconds(form, name: str, default: float, most: float) -> float:
+    raw = form_text(form, name)
     try:
-        value = 0.5 if raw is None else float(raw)
+        value = default if raw is None else float(raw)
     except ValueError:
-        raise InvalidRequest(f"hold_seconds '{raw}' must be a number of seconds from 0 to 5") from None
-    if not 0 <= value <= 5:
-        raise InvalidRequest(f"hold_seconds {value} must lie between 0 and 5")
+        raise InvalidRequest(f"{name} '{raw}' must be a number of seconds from 0 to {most:g}") from None
+    if not 0 <= value <= most:  # also refuses nan
+        raise InvalidRequest(f"{name} {value} must lie between 0 and {most:g}")
     return value
 
 
@@ -126,8 +127,9 @@ async def _submit(
     options = VideoOptions(
         keep_audio=_flag(form, "keep_audio", True),
         tracking=tracking,
-        hold_seconds=_hold(form),
+        hold_seconds=_seconds(form, "hold_seconds", 0.5, 5),
         detection_interval=_interval(form, tracking),
+        key_frame_seconds=_seconds(form, "key_frame_seconds", 0.1, 1),
         detection_size=form_size(form, "detection_size"),
         batch_size=settings.video_batch_size,
         encoder=EncoderSettings(settings.video_preset, settings.video_crf, settings.encoder_threads),
