@@ -6,6 +6,9 @@ frames that left the tracking buffer are anonymised and encoded, each in its own
 is bounded: one decoded batch, one batch in flight, and the tracking buffer of `hold` frames;
 frames are never written to disk.
 
+Whole frames are detected on key frames only, the frames between in windows around the faces the
+key frames found (`pipelines.key_frames`); each decoded batch ends on a key frame.
+
 Fail closed: the caller writes to a partial path and renames it only when this returns; any
 error (an inference failure, a cancel) propagates and the partial file is deleted.
 

@@ -138,7 +138,9 @@ def test_video_requests(api, tmp_path):
     assert not_video.status_code == 400 and "could not be read" in not_video.json()["error"]
     missing = api.post("/anonymize_video", files={"configuration": ("c.json", CONFIG)})
     assert missing.status_code == 400 and "'video'" in missing.json()["error"]
-    for field, value in (("keep_audio", "maybe"), ("detection_interval", "0"), ("hold_seconds", "9")):
+    bad = [("keep_audio", "maybe"), ("detection_interval", "0"), ("hold_seconds", "9")]
+    bad += [("key_frame_seconds", "2"), ("key_frame_seconds", "nan"), ("key_frame_seconds", "soon")]
+    for field, value in bad:
         answer = api.post(
             "/anonymize_video",
             files={"video": ("v.mp4", b"x"), "configuration": ("c.json", CONFIG)},
