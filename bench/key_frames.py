@@ -28,7 +28,7 @@ from anonymization_api.media.video import upright
 from anonymization_api.pipelines.image import entry_detections
 from anonymization_api.pipelines.key_frames import key_interval, localise_frames
 from anonymization_api.registry import Registry
-from bench.tracking_gaps import _coverage, tracked_boxes
+from bench.tracking_gaps import covered_share, tracked_boxes
 from bench.video_vs_deface import build_clip
 from inference_common.models import PROJECT_ROOT, default_models_dir, fetch_models
 from inference_common.quantisation import describe_machine
@@ -103,15 +103,6 @@ def mosaic(path: Path, limit: int) -> list[np.ndarray]:
     return tiles
 
 
-def recall(whole: list[np.ndarray], hidden: list[list[np.ndarray]]) -> float:
-    faces = covered = 0
-    for dets, boxes in zip(whole, hidden, strict=True):
-        for face in dets:
-            faces += 1
-            covered += any(_coverage(face, box) >= 0.7 for box in boxes)
-    return covered / faces if faces else 1.0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--media", type=Path, default=PROJECT_ROOT.parent / "shared" / "data" / "media")
@@ -144,7 +135,7 @@ def main() -> None:
                 router.seconds = 0.0
                 found[mode] = detected(the_plan, frames, router, every)
                 timings.append(router.seconds * 1000 / len(frames))
-            kept = recall(found["whole"], tracked_boxes(found["key"], hold, 1))
+            kept = covered_share(found["whole"], tracked_boxes(found["key"], hold, 1))
             faces = sum(len(dets) for dets in found["whole"])
             figures = f"{timings[0]:.0f} / {timings[1]:.0f}"
             print(f"{name:<32}{label:<46}{faces:>7}{kept:>8.3f}{figures:>22}{timings[0] / timings[1]:>6.1f}x")

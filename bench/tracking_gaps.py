@@ -73,7 +73,11 @@ def tracked_boxes(found: list[np.ndarray], hold_frames: int, interval: int) -> l
 
 
 def interval_recall(found: list[np.ndarray], hold_frames: int, interval: int) -> float:
-    hidden = tracked_boxes(found, hold_frames, interval)
+    return covered_share(found, tracked_boxes(found, hold_frames, interval))
+
+
+def covered_share(found: list[np.ndarray], hidden: list[list[np.ndarray]]) -> float:
+    """The share of the faces `found` per frame that one of that frame's `hidden` boxes covers."""
     faces = covered = 0
     for dets, boxes in zip(found, hidden, strict=True):
         for face in dets:
