@@ -123,7 +123,7 @@ class CenterFace(DetectionModel):
             if index > 0 and width * height * scale * scale > params.max_pixels * 1.05:
                 continue
             tiles = None
-            if index > 0 and scale > params.scales[0] and params.upscaled_where == "candidates":
+            if index > 0 and scale > 1.0 and params.upscaled_where == "candidates":
                 tiles = candidate_tiles(candidates, width, height, tile_margin(params, scale))
             if tiles is None:
                 dets, seen = self._detect_at(image, scale, params, marks_candidates=index == 0)

@@ -150,15 +150,13 @@ async def localise_frames(
     results: Results = {key: [NO_DETECTIONS] * len(frames) for key in plan.calls}
     # Key frames are asked for faces down to a lower score than hidden, so a face the detector
     # scores near the threshold, found in one frame and not in the next, still gets its window.
-    lowered = {key: _lowered(plan, key) for key in detection_keys} if rest else {}
-    asked = Plan(entries=plan.entries, calls={key: lowered.get(key, (p, None))[0] for key, p in plan.calls.items()})
+    lowered = {key: _lowered(plan.calls[key]) for key in detection_keys} if rest else {}
+    asked = Plan(plan.entries, calls={key: lowered.get(key, parameters) for key, parameters in plan.calls.items()})
     whole = await localise(asked, [frames[p] for p in keys], router, detection_size)
-    seen: dict[tuple[str, str, str], dict[int, np.ndarray]] = {key: {} for key in detection_keys}
+    seen = {key: dict(zip(keys, whole[key], strict=True)) for key in detection_keys}
     for key, per_frame in whole.items():
-        threshold = lowered.get(key, (None, None))[1]
+        threshold = plan.calls[key].get("score_threshold") if key in lowered else None
         for p, found in zip(keys, per_frame, strict=True):
-            if key in seen:
-                seen[key][p] = found
             results[key][p] = found if threshold is None else found[found[:, 4] >= threshold]
     if rest and len(detection_keys) < len(plan.calls):
         label_keys = [key for key in plan.calls if key not in detection_keys]
@@ -177,18 +175,12 @@ async def localise_frames(
     return results, {key: seen[key][keys[-1]] for key in detection_keys}
 
 
-def _lowered(plan: Plan, key: tuple[str, str, str]) -> tuple[dict, float | None]:
-    """The call's parameters with its score threshold lowered for key frames, and the threshold it
-    hides at; as they are (and None) for a model that takes no `score_threshold`."""
-    parameters = plan.calls[key]
-    model = next(entry.model for entry in plan.entries if entry.call_key == key)
-    if "score_threshold" not in model.defaults:
-        return parameters, None
-    preset = model.presets.get(parameters.get("preset"), {})
-    threshold = float(
-        parameters.get("score_threshold", preset.get("score_threshold", model.defaults["score_threshold"]))
-    )
-    return {**parameters, "score_threshold": threshold * CANDIDATE_SHARE}, threshold
+def _lowered(parameters: dict) -> dict:
+    """A call's parameters with its score threshold lowered for key frames; as they are for a model
+    that takes none (the plan has put the threshold in effect into every call that has one)."""
+    if "score_threshold" not in parameters:
+        return parameters
+    return {**parameters, "score_threshold": parameters["score_threshold"] * CANDIDATE_SHARE}
 
 
 def only(plan: Plan, keys: list[tuple[str, str, str]]) -> Plan:
