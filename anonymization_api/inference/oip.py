@@ -42,8 +42,9 @@ class OipClients:
         client = self._clients.get(url)
         if client is None:
             parsed = httpx.URL(url)
+            host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host  # an IPv6 literal keeps its brackets
             client = triton.InferenceServerClient(
-                f"{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}",
+                f"{host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}",
                 ssl=parsed.scheme == "https",
                 conn_timeout=self._timeout,
             )

@@ -3,8 +3,11 @@
 /set_url makes the API send requests to whatever address it is given, so without a policy it
 reaches anything the API can reach (server-side request forgery). The policy:
 
-* http and https only, and no credentials in the URL: the registry is a plain file that
-  /list_urls shows, so it never holds secrets;
+* http and https only, and no credentials, query or fragment in the URL: the registry is a plain
+  file that /list_urls shows, so it never holds secrets (and a refused URL is never echoed);
+* one canonical form per server, so a second spelling never becomes a second replica: numeric
+  aliases, IPv4-mapped IPv6 addresses (`[::ffff:127.0.0.1]`) and `localhost` are written as the
+  IPv4 address they stand for, IPv6 literals in their compressed form inside brackets;
 * numeric aliases of IPv4 addresses (`2130706433`, `0x7f.1`, `0177.0.0.1`, `127.1`), which the
   resolver accepts as addresses, are written in dotted form before anything is checked, so an
   alias is checked (and listed) as the address it stands for;
@@ -49,16 +52,26 @@ class Unresolvable(Exception):
 
 
 def canonical_host(host: str) -> str:
-    """An IP literal in its standard form, numeric IPv4 aliases included; a name as it is."""
+    """An IP literal in its standard form, numeric IPv4 aliases and IPv4-mapped IPv6 addresses as
+    the IPv4 address they stand for, `localhost` as 127.0.0.1; another name as it is, without a
+    trailing dot."""
+    host = host.lower().rstrip(".")
+    if host == "localhost":
+        # The name every resolver keeps for this host (RFC 6761): as a second replica beside
+        # 127.0.0.1 it would get its share of the calls for the same server.
+        return "127.0.0.1"
     if IPV4_ALIAS.fullmatch(host):
         try:
             return socket.inet_ntoa(socket.inet_aton(host))  # the resolver's reading of 2130706433, 0x7f.1
         except OSError:
             pass  # a name made of hex digits ("face", "cafe.beef")
     try:
-        return ipaddress.ip_address(host).compressed
+        address = ipaddress.ip_address(host)
     except ValueError:
         return host
+    if isinstance(address, IPv6Address) and address.ipv4_mapped:
+        return str(address.ipv4_mapped)  # the same socket as the IPv4 address on a dual-stack host
+    return address.compressed
 
 
 def normalise_url(raw: str) -> str:
@@ -67,9 +80,14 @@ def normalise_url(raw: str) -> str:
     text = raw.strip()
     if not text:
         raise InvalidRequest("the url is empty; send the inference server's address, e.g. http://127.0.0.1:8081/")
+    example = "e.g. http://127.0.0.1:8081/"
+    if "?" in text or "#" in text:  # never echoed: a query or fragment may hold a token
+        raise RefusedUrl(
+            "a query (?...) or fragment (#...) in the url is not accepted: the registry never stores secrets and "
+            f"an inference server needs neither; register its address only, {example}"
+        )
     if "://" not in text:
         text = "http://" + text
-    example = "e.g. http://127.0.0.1:8081/"
     try:
         parts = urlsplit(text)
         port = parts.port

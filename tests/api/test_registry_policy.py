@@ -4,6 +4,7 @@ they stand for, errors do not tell open ports from closed ones, answers of any s
 a 4xx, and the registry holds a bounded number of servers."""
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -121,12 +122,34 @@ def test_the_allow_list_refuses_what_it_does_not_name(tmp_path):
         assert server.requests == []
 
 
-def test_an_allowed_name_is_asked_at_the_address_checked_with_its_own_host_header(tmp_path):
-    """`localhost` may resolve to ::1 first; the listener is on 127.0.0.1 only, and is found there."""
+def test_localhost_is_the_loopback_address_in_the_allow_list_and_the_registry(tmp_path):
     with Listener(OIP_READY) as server, api(tmp_path, registry_allow="localhost") as client:
         assert set_url(client, f"http://localhost:{server.port}/").status_code == 200
-        assert set(server.hosts) == {f"localhost:{server.port}"}
-        assert set_url(client, server.url).status_code == 400  # 127.0.0.1 is not named
+        assert set(server.hosts) == {f"127.0.0.1:{server.port}"}
+        assert listed(client) == [server.url]
+
+
+def test_every_spelling_of_one_server_is_one_entry(tmp_path):
+    """A second spelling stored as a second replica got its share of the calls, and `[::ffff:...]` was
+    called without its brackets."""
+    spellings = ["http://[::ffff:127.0.0.1]:{port}/", "http://localhost:{port}/", "LOCALHOST.:{port}", "{url}"]
+    with Listener(OIP_READY) as server, api(tmp_path) as client:
+        answers = [set_url(client, spelling.format(port=server.port, url=server.url)) for spelling in spellings]
+        assert [a.json()["data"] for a in answers] == ["url added successfully"] + ["url already exist"] * 3
+        assert listed(client) == [server.url]
+        assert set(server.hosts) == {f"127.0.0.1:{server.port}"}
+
+
+@pytest.mark.parametrize("suffix", ["?token=SECRET-1234", "#SECRET-1234", "v2/?a=1#SECRET-1234"])
+def test_a_query_or_fragment_is_refused_unasked_and_never_shown_or_logged(tmp_path, caplog, suffix):
+    caplog.set_level(logging.DEBUG)
+    with Listener(OIP_READY) as server, api(tmp_path) as client:
+        response = set_url(client, server.url + suffix)
+        assert response.status_code == 400
+        assert "a query (?...) or fragment (#...) in the url is not accepted" in response.json()["error"]
+        assert server.requests == [] and listed(client) == []
+        assert "SECRET" not in client.get("/servers").text
+    assert "SECRET" not in response.text and "SECRET" not in caplog.text
 
 
 def test_nothing_there_a_hang_up_and_silence_all_read_not_reachable(tmp_path):

@@ -2,14 +2,16 @@
 
 import json
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 
+from anonymizer_tools.processes import anonymizer_command, stop, wait_until_ready
 from tests.support.api import anonymize, face_entry, server_description
 from tests.support.images import GRACE_HOPPER_FACE, decode, encode, grace_hopper, region_change
-from tests.support.servers import FAST_REDISCOVERY, PROJECT_ROOT, free_port, running
+from tests.support.servers import FAST_REDISCOVERY, PROJECT_ROOT, free_port, own_api, running
 
 
 def test_set_url_is_idempotent_with_or_without_slash(api_url, detection_url):
@@ -174,3 +176,28 @@ def test_server_without_config_endpoint_registered_with_given_task_and_labels(ap
             assert bad.status_code == 400 and "models.x" in bad.json()["error"]
         finally:
             httpx.post(f"{api_url}/remove_url", data={"url": ovms})
+
+
+def test_a_server_on_an_ipv6_address_is_called_at_that_address(tmp_path):
+    """`http://[::1]:P/` was called as `::1:P` (brackets lost), so no image reached it."""
+    port = free_port()
+    with (tmp_path / "v6.log").open("w") as log:
+        process = subprocess.Popen(
+            anonymizer_command(["serve-detection", "--host", "::1", "--port", str(port)]),
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_ready(f"http://[::1]:{port}/v2/health/ready", process, log=tmp_path / "v6.log")
+        with own_api(tmp_path) as api:
+            server = f"http://[0:0::1]:{port}"
+            assert httpx.post(f"{api}/set_url", data={"url": server}, timeout=60).status_code == 200
+            assert httpx.get(f"{api}/list_urls").json()["data"]["urls"] == [f"http://[::1]:{port}/"]
+            config = {"sensitive_info": [face_entry(url=f"http://[::1]:{port}/")]}
+            for _ in range(2):  # once through shared memory, once after its first use
+                response = anonymize(api, encode(grace_hopper()), config)
+                assert response.status_code == 200, response.text
+                assert region_change(grace_hopper(), decode(response.content), GRACE_HOPPER_FACE) > 20
+    finally:
+        stop(process)

@@ -21,6 +21,13 @@ from anonymization_api.registry.url_policy import AllowList, UrlPolicy, normalis
         ("http://face:8081/", "http://face:8081/"),  # a name of hex digits stays a name
         ("HTTP://Detection:8081", "http://detection:8081/"),
         ("https://triton.example:443/", "https://triton.example:443/"),
+        ("http://[::ffff:127.0.0.1]:8081/", "http://127.0.0.1:8081/"),  # IPv4-mapped: the same socket
+        ("http://[::FFFF:7f00:1]:8081", "http://127.0.0.1:8081/"),
+        ("http://localhost:8081/", "http://127.0.0.1:8081/"),
+        ("Localhost.:8081", "http://127.0.0.1:8081/"),
+        ("http://triton.example.:8000/", "http://triton.example:8000/"),
+        ("http://[0::1]:8081", "http://[::1]:8081/"),  # brackets kept
+        ("http://[2001:DB8::7]:8000/", "http://[2001:db8::7]:8000/"),
     ],
 )
 def test_numeric_aliases_are_written_as_the_address_they_stand_for(given, normalised):
@@ -32,6 +39,15 @@ def test_credentials_are_refused_and_not_echoed(url):
     with pytest.raises(RefusedUrl, match="credentials in URLs are not accepted") as refused:
         normalise_url(url)
     assert "u:p" not in str(refused.value) and "token" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8081/?token=SECRET", "127.0.0.1:8081/#SECRET", "http://127.0.0.1:8081/?", "http://h/#"]
+)
+def test_a_query_or_fragment_is_refused_and_not_echoed(url):
+    with pytest.raises(RefusedUrl, match=r"query .* or fragment .* is not accepted") as refused:
+        normalise_url(url)
+    assert "SECRET" not in str(refused.value)
 
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/", "file:///etc/passwd", "gopher://127.0.0.1:70/"])
