@@ -1,4 +1,4 @@
-"""The wire contract between the API and the inference servers (DESIGN.md section 3): tensor
+"""The wire contract between the API and the inference servers (docs/architecture.md, "The model contract"): tensor
 names and datatypes, the packing of detections and label maps, the protocol's own request
 parameters and the model-configuration parameters that declare a model's task and labels.
 

@@ -1,5 +1,5 @@
 """The served-model contract: what a model declares (name, task, labels, request parameters) and
-how its per-image results become the tensors of DESIGN.md section 3.
+how its per-image results become the tensors of docs/architecture.md, "The model contract".
 
 A detection model implements `detect(image, params) -> (N, 6)` rows of x1, y1, x2, y2, score,
 class; a segmentation model implements `segment(image, params) -> (H, W)` class indices. The

@@ -1,6 +1,6 @@
 """A Triton model repository for every bundled model (`anonymizer triton-repo OUT_DIR` writes one).
 
-The repository holds, per model, `config.pbtxt` (the contract of DESIGN.md section 3: `IMAGE`, the
+The repository holds, per model, `config.pbtxt` (docs/architecture.md, "The model contract": `IMAGE`, the
 task's outputs, `parameters` task/labels/defaults/presets, dynamic batching, an instance group) and
 `1/model.py`, a generated adapter that only puts our code on `sys.path` and re-exports
 `inference_triton.model.TritonPythonModel`: no pipeline logic is copied into the repository.
