@@ -201,20 +201,20 @@ def tile_margin(params: CenterFaceParams, scale: float) -> int:
     return int(np.ceil(params.upscaled_max_size / 2 + STRIDE / scale))
 
 
-def candidate_tiles(centres: np.ndarray, width: int, height: int, margin: int) -> list[Tile] | None:
+def candidate_tiles(centres: np.ndarray, width: int, height: int, margin: int, tile: int = TILE) -> list[Tile] | None:
     """The tiles (x1, y1, x2, y2) holding a candidate centre, or None where running them all would
     cost more than upscaling the whole image."""
-    if width < TILE + 2 * margin or height < TILE + 2 * margin:
+    if width < tile + 2 * margin or height < tile + 2 * margin:
         return None  # a small image: the whole of it is one window anyway
-    columns, rows = -(-width // TILE), -(-height // TILE)
+    columns, rows = -(-width // tile), -(-height // tile)
     hit = np.zeros((rows, columns), bool)
-    cells = np.clip((centres // TILE).astype(np.int64), 0, [columns - 1, rows - 1])
+    cells = np.clip((centres // tile).astype(np.int64), 0, [columns - 1, rows - 1])
     hit[cells[:, 1], cells[:, 0]] = True
-    if hit.sum() * (TILE + 2 * margin) ** 2 >= width * height:
+    if hit.sum() * (tile + 2 * margin) ** 2 >= width * height:
         return None
     rows_hit, columns_hit = np.nonzero(hit)
     return [
-        (c * TILE, r * TILE, min(width, (c + 1) * TILE), min(height, (r + 1) * TILE))
+        (c * tile, r * tile, min(width, (c + 1) * tile), min(height, (r + 1) * tile))
         for r, c in zip(rows_hit.tolist(), columns_hit.tolist(), strict=True)
     ]
 

