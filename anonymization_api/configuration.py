@@ -50,6 +50,9 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
 
 
+MAX_CONFIGURATION_BYTES = 1024 * 1024
+
+
 def parse_configuration(raw: bytes | str, max_entries: int = 64) -> dict[str, Any]:
     """The configuration's JSON object, or a 422 naming what is wrong with it."""
     try:

@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.datastructures import FormData, UploadFile
 
+from anonymization_api.configuration import MAX_CONFIGURATION_BYTES
 from anonymization_api.errors import InvalidRequest, PayloadTooLarge
 from anonymization_api.inference import InferenceRouter
 from anonymization_api.metrics import ApiMetrics
@@ -82,9 +83,6 @@ def form_size(form: FormData, name: str) -> tuple[int, int] | None:
     if len(parts) != 2 or not all(part.strip().isdigit() and 32 <= int(part) <= 16384 for part in parts):
         raise InvalidRequest(f"{name} '{raw}' must be WIDTHxHEIGHT in pixels, each 32 to 16384, e.g. 960x544")
     return int(parts[0]), int(parts[1])
-
-
-MAX_CONFIGURATION_BYTES = 1024 * 1024
 
 
 async def read_configuration(form: FormData) -> bytes:

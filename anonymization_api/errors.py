@@ -7,6 +7,12 @@ AnonymisationError                   500
  ├── Unauthenticated                 401  (auth: no key, or an unknown one)
  ├── Forbidden                       403  (auth: a user key where an admin key is needed)
  ├── UnknownRegistration             404  (a URL that is not registered)
+ │    └── UnknownJob                 404  (a job id that is not the caller's)
+ ├── JobNotDone                      409  (a job's result asked for before it is done)
+ ├── ResultGone                      410  (a job's result was deleted)
+ ├── QueueFull                       429  (the embedded pool's queue, or a key's quota of jobs)
+ ├── JobsUnavailable                 503  (the broker did not take a job)
+ ├── StorageFull                     507  (the data folder has no room for an upload or output)
  ├── UnreachableServer               400  (/set_url: nothing answers there, or neither protocol)
  ├── TooManyServers                  409  (/set_url: the registry holds its most servers)
  ├── PayloadTooLarge                 413
@@ -18,6 +24,8 @@ AnonymisationError                   500
       └── InferenceTimeout           504  (it did not answer in time)
 """
 
+import errno
+import sqlite3
 from typing import Any, ClassVar
 
 
@@ -48,6 +56,36 @@ class UnreachableServer(AnonymisationError):
 
 class TooManyServers(AnonymisationError):
     status_code = 409
+
+
+class UnknownJob(UnknownRegistration):
+    pass
+
+
+class JobNotDone(AnonymisationError):
+    status_code = 409
+
+
+class ResultGone(AnonymisationError):
+    status_code = 410
+
+
+class QueueFull(AnonymisationError):
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class JobsUnavailable(AnonymisationError):
+    status_code = 503
+
+
+class StorageFull(AnonymisationError):
+    """No room left where the service writes (ENOSPC, a quota): nothing partial was kept."""
+
+    status_code = 507
 
 
 class PayloadTooLarge(AnonymisationError):
@@ -83,3 +121,13 @@ class InferenceUnavailable(InferenceError):
 
 class InferenceTimeout(InferenceError):
     status_code = 504
+
+
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """The disk (or a quota) has no room: a file or SQLite could not write."""
+    if isinstance(exc, OSError) and exc.errno in NO_ROOM:
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)

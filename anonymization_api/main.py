@@ -11,16 +11,12 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from anonymization_api.admission import Admission
 from anonymization_api.auth import KeyRing, check_exposure, require_user
-from anonymization_api.errors import AnonymisationError, InvalidConfiguration
-from anonymization_api.inference import InferenceRouter
-from anonymization_api.jobs import JobManager, QueueFull, SqliteJobStore, anonymise_job
-from anonymization_api.metrics import ApiMetrics
-from anonymization_api.registry import Registry, UrlPolicy
+from anonymization_api.composition import build_jobs, build_metrics, open_inference
+from anonymization_api.errors import AnonymisationError, InvalidConfiguration, is_storage_full
 from anonymization_api.routes import images, page, registry, videos
 from anonymization_api.settings import ApiSettings, get_settings
 from anonymizer_shared.bmw import envelope
@@ -40,49 +36,21 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        the_registry = Registry(
-            settings.url_configuration,
-            settings.discovery_timeout_s,
-            discovery_deadline_s=settings.discovery_deadline_s,
-            max_discovery_bytes=settings.max_discovery_bytes,
-            max_servers=settings.max_servers,
-            policy=UrlPolicy(settings.registry_allow),
-            shared=settings.broker_url,
-        )
-        await asyncio.to_thread(the_registry.load)
-        app.state.registry = the_registry
-        app.state.router = InferenceRouter(
-            the_registry, settings.inference_timeout_s, settings.shared_memory, metrics=app.state.metrics
-        )
-        app.state.admission = Admission(settings.images_at_once, settings.images_waiting, settings.requests_per_key)
-        router = app.state.router
-
-        async def work(ctx, output):
-            await anonymise_job(ctx, output, the_registry, router)
-
-        if settings.broker_url:  # the Celery mode: workers run the jobs, records live in Redis
-            from anonymization_api.jobs.celery_mode import CeleryJobs
-
-            jobs = CeleryJobs(settings)
-            await asyncio.to_thread(jobs.sweep_after_crash)
-        else:
-            jobs = JobManager(
-                SqliteJobStore(settings.jobs_db), settings.data_dir, settings.video_workers, settings.video_queue, work
-            )
-            await asyncio.to_thread(jobs.recover)
-        app.state.jobs = jobs
-        # The first discovery runs in this task too: a server that is slow to answer (or answers on
+        # The first discovery runs in the background: a server that is slow to answer (or answers on
         # purpose slowly) must not hold the API's start-up; until discovered, servers show "not checked yet".
-        rediscovery = asyncio.create_task(the_registry.keep_discovering(settings.rediscover_interval_s))
-        try:
-            yield
-        finally:
-            await app.state.jobs.close()
-            rediscovery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await rediscovery
-            await app.state.router.close()
-            the_registry.close()
+        async with open_inference(settings, app.state.metrics, discover=False) as inference:
+            app.state.registry, app.state.router = inference.registry, inference.router
+            app.state.admission = Admission(settings.images_at_once, settings.images_waiting, settings.requests_per_key)
+            app.state.jobs = build_jobs(settings, inference)
+            await asyncio.to_thread(app.state.jobs.recover)
+            rediscovery = asyncio.create_task(inference.registry.keep_discovering(settings.rediscover_interval_s))
+            try:
+                yield
+            finally:
+                await app.state.jobs.close()
+                rediscovery.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await rediscovery
 
     app = FastAPI(
         title="Anonymizer",
@@ -93,8 +61,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.keys = keys
-    # a registry per app, not the global one: several apps in one process (tests) keep theirs apart
-    app.state.metrics = ApiMetrics(CollectorRegistry(), jobs=lambda: getattr(app.state, "jobs", None))
+    app.state.metrics = build_metrics(
+        live_jobs=lambda: app.state.jobs.live_counts() if hasattr(app.state, "jobs") else {}
+    )
     app.include_router(registry.router)
     app.include_router(images.router, dependencies=[Depends(require_user)])
     app.include_router(videos.router, dependencies=[Depends(require_user)])
@@ -131,12 +100,6 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def _configuration(request: Request, exc: InvalidConfiguration) -> JSONResponse:
         return _error(exc.status_code, str(exc), {"problems": exc.problems})
 
-    @app.exception_handler(QueueFull)
-    async def _full(request: Request, exc: QueueFull) -> JSONResponse:
-        response = _error(exc.status_code, str(exc))
-        response.headers["Retry-After"] = str(exc.retry_after_s)
-        return response
-
     @app.exception_handler(AnonymisationError)
     async def _ours(request: Request, exc: AnonymisationError) -> JSONResponse:
         if exc.status_code >= 500:
@@ -162,6 +125,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_storage_full(exc):
+            logger.warning("%s %s: the data folder is full (%s)", request.method, request.url.path, exc)
+            return _error(507, "the server's storage is full, so nothing was kept; try again once space is freed")
         logger.exception("unexpected error on %s", request.url.path)
         response = _error(500, f"internal error ({type(exc).__name__}); nothing was returned, see the service log")
         response.headers.update(request_id_headers())  # answered outside the middleware that adds it elsewhere

@@ -1,8 +1,7 @@
 """The API's Prometheus metrics, on top of every service's HTTP metrics: inference calls per server,
 model and outcome, regions hidden per class, video jobs per state and the work waiting."""
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -10,12 +9,12 @@ from prometheus_client.registry import Collector
 
 from anonymizer_shared.observability import LATENCY_BUCKETS, HttpMetrics
 
-if TYPE_CHECKING:  # the jobs reach the router, which records into these metrics: no import at run time
-    from anonymization_api.jobs import Jobs
+# Queued and running video jobs by state; blocking (it may read a store): /metrics runs in a thread.
+LiveJobs = Callable[[], Mapping[str, int]]
 
 
 class ApiMetrics(HttpMetrics):
-    def __init__(self, registry: CollectorRegistry, jobs: Callable[[], "Jobs | None"]) -> None:
+    def __init__(self, registry: CollectorRegistry, live_jobs: LiveJobs | None = None) -> None:
         super().__init__(registry)
         self.inference = Histogram(
             "anonymizer_inference_duration_seconds",
@@ -34,7 +33,8 @@ class ApiMetrics(HttpMetrics):
         self.anonymize_in_flight = Gauge(
             "anonymizer_anonymize_in_flight", "POST /anonymize requests being served", registry=registry
         )
-        registry.register(JobsCollector(jobs))
+        if live_jobs is not None:  # a worker's metrics have no jobs of their own to count
+            registry.register(JobsCollector(live_jobs))
 
     def count_hidden(self, per_class: Iterable[tuple[str, int]]) -> None:
         for class_name, regions in per_class:
@@ -43,23 +43,19 @@ class ApiMetrics(HttpMetrics):
 
 
 class JobsCollector(Collector):
-    """Video jobs per state and the queue's depth, counted when scraped: the job manager's own
-    record is the truth, so no gauge has to follow each transition."""
+    """Queued and running video jobs, and the queue's depth, counted when scraped from the store,
+    which is the truth, so no gauge has to follow each transition. Finished jobs are not counted:
+    they only grow, and reading them all at every scrape would grow with them."""
 
-    def __init__(self, jobs: Callable[[], "Jobs | None"]) -> None:
-        self._jobs = jobs  # None before the app has started
+    def __init__(self, live_jobs: LiveJobs) -> None:
+        self._live_jobs = live_jobs
 
     def collect(self) -> Iterator[Metric]:
-        from anonymization_api.jobs import JobState
-
-        manager = self._jobs()
-        counts = dict.fromkeys(JobState, 0)
-        for job in manager.store.list() if manager else []:
-            counts[job.state] += 1
-        states = GaugeMetricFamily("anonymizer_jobs", "Video jobs known, by state", labels=["state"])
-        for state, count in counts.items():
-            states.add_metric([state.value], count)
+        counts = self._live_jobs()
+        states = GaugeMetricFamily("anonymizer_jobs", "Video jobs queued or running, by state", labels=["state"])
+        for state in ("queued", "running"):
+            states.add_metric([state], counts.get(state, 0))
         yield states
         yield GaugeMetricFamily(
-            "anonymizer_queue_depth", "Video jobs waiting for a worker", value=counts[JobState.QUEUED]
+            "anonymizer_queue_depth", "Video jobs waiting for a worker", value=counts.get("queued", 0)
         )

@@ -4,7 +4,7 @@ extensions) and every JSON answer (BMW's envelope around the audit, jobs, server
 import math
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from anonymization_api.regions import NAMED_PARTS
 from anonymizer_shared.wire import Task
@@ -171,6 +171,29 @@ class UrlList(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     servers: dict[str, bool]
+
+
+Side = Annotated[int, Field(ge=32, le=16384)]
+
+
+class VideoChoices(BaseModel):
+    """What a client chooses for a video job (the form's fields). A job record carries these and
+    nothing of the service's own settings, and the process running the job checks them again."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+    keep_audio: bool = True
+    tracking: bool = True
+    hold_seconds: float = Field(0.5, ge=0, le=5)
+    detection_interval: int = Field(1, ge=1, le=10)
+    key_frame_seconds: float = Field(0.1, ge=0, le=1)
+    detection_size: tuple[Side, Side] | None = None
+
+    @model_validator(mode="after")
+    def _interval_needs_tracking(self) -> "VideoChoices":
+        if self.detection_interval > 1 and not self.tracking:
+            raise ValueError("detection_interval above 1 needs tracking: frames between detections are tracked")
+        return self
 
 
 class JobDetections(BaseModel):

@@ -40,6 +40,20 @@ class ApiSettings(BaseSettings):
         "empty: any address but link-local, multicast, unspecified, broadcast and reserved ones",
     )
     rediscover_interval_s: float = Field(10.0, gt=0, description="how often unavailable servers are tried again")
+    max_detections: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="most detections an inference answer may hold per image; a server answering more breaks the "
+        "contract (502, marked unavailable). It also bounds the bytes of a detection answer read",
+    )
+    replica_failures: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="calls in a row that a replica answers with an error before it is marked unavailable "
+        "(its share goes to the other replicas until re-discovery finds it well)",
+    )
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1, description="largest image upload")
     # 36 MP holds an 8K frame (33 MP); the decoded image costs 3 bytes a pixel, several times over
     max_image_pixels: int = Field(36_000_000, ge=1, description="largest image, width x height")
@@ -77,6 +91,18 @@ class ApiSettings(BaseSettings):
     celery_queue: str = Field("anonymizer-videos", description="the Celery queue this API sends video jobs to")
     broker_visibility_timeout_s: int = Field(
         3600, ge=1, description="a task not finished within this is given to another worker (its worker is lost)"
+    )
+    jobs_per_key: int = Field(
+        100,
+        ge=1,
+        description="video jobs one API key (or, without keys, the one local user) may have queued or running",
+    )
+    worker_lease_s: float = Field(
+        15.0,
+        ge=2,
+        le=600,
+        description="a Celery worker renews a lease on the step it runs this often times three; a step whose lease "
+        "lapses (its worker was lost) is sent to another worker",
     )
     video_encoder_threads: int = Field(
         0, ge=0, le=64, description="x264 threads per video; 0: half the CPUs, at least 1 (detection needs the rest)"

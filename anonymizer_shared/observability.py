@@ -4,6 +4,7 @@ every log line), Prometheus metrics in the service's own registry (requests and 
 route template and status, requests refused per reason) served at `GET /metrics`, and one access
 log line per request."""
 
+import asyncio
 import logging
 import time
 
@@ -122,7 +123,9 @@ def add_observability(app: FastAPI, metrics: HttpMetrics) -> None:
     answer, the body limit's too) and serve `metrics.registry` at GET /metrics."""
 
     async def metrics_endpoint() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # in a thread: collectors may read a store (the API's job counts), which blocks
+        body = await asyncio.to_thread(generate_latest, metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     app.add_api_route(METRICS_PATH, metrics_endpoint, methods=["GET"], include_in_schema=False)
     app.add_middleware(RequestObservability, metrics=metrics)

@@ -7,12 +7,17 @@ import sys
 from pathlib import Path
 
 from anonymizer_shared.logs import LOG_FORMATS, configure_logging
-from inference_common.errors import ModelFetchError
-from inference_common.models import CATALOGUE, default_models_dir, fetch_models
-from inference_common.quantisation import quantise_centerface
+
+# Each image installs one extra (api, inference), and each runs this command: so nothing beyond the
+# standard library and anonymizer_shared is imported here, only inside the command that needs it.
 
 
 def _models_fetch(args: argparse.Namespace) -> int:
+    from inference_common.errors import ModelFetchError
+    from inference_common.models import CATALOGUE, default_models_dir, fetch_models
+    from inference_common.quantisation import quantise_centerface
+
+    args.models_dir = args.models_dir or default_models_dir()
     try:
         paths = fetch_models(args.models_dir)
         int8 = None if args.no_int8 else quantise_centerface(args.models_dir)
@@ -124,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument(
         "--models-dir",
         type=Path,
-        default=default_models_dir(),
+        default=None,
         help="where to put them (default: $ANONYMIZER_MODELS_DIR or models/ in the project)",
     )
     fetch.add_argument(

@@ -1,34 +1,21 @@
-"""Video jobs: records in a store (`store`), what runs one (`runner`), and the API's side of them
-(`manager`: ownership, cancel, delete, results, the embedded pool)."""
+"""Video jobs: records in a store (`store`, `redis_store`), their files (`files`), the one runtime
+that runs their steps wherever they run (`runner`), the API's side of them (`manager`: ownership,
+quotas, cancel, delete, results, the embedded pool), and the Celery mode (`celery_mode`, `leases`)."""
 
-from anonymization_api.jobs.manager import (
-    JobManager,
-    JobNotDone,
-    Jobs,
-    LocalCaller,
-    QueueFull,
-    ResultGone,
-    UnknownJob,
-    describe,
-    output_name,
-    upload_path,
-)
-from anonymization_api.jobs.runner import JobContext, anonymise_job, job_request
-from anonymization_api.jobs.store import JobRecord, JobState, SqliteJobStore
+from anonymization_api.jobs.files import output_name, upload_path
+from anonymization_api.jobs.manager import JobManager, Jobs, LocalCaller, describe
+from anonymization_api.jobs.runner import JobContext, job_request
+from anonymization_api.jobs.store import JobRecord, JobState, JobStore, SqliteJobStore
 
 __all__ = [
     "JobContext",
     "JobManager",
-    "JobNotDone",
     "JobRecord",
     "JobState",
+    "JobStore",
     "Jobs",
     "LocalCaller",
-    "QueueFull",
-    "ResultGone",
     "SqliteJobStore",
-    "UnknownJob",
-    "anonymise_job",
     "describe",
     "job_request",
     "output_name",

@@ -1,44 +1,44 @@
 """The Celery mode: jobs run on `anonymizer worker` processes anywhere that reach the broker (Redis),
 the inference servers and the storage (the data folder every worker mounts).
 
-Three tasks carry a job: `start` (the job runs: a long video is cut, `pipelines.segments`, and a
-`segment` task sent per segment; a short one is anonymised there and then), `segment` (one
-segment's file), and `join` (sent by whichever segment finished last: the segments joined into the
-output, the input's audio muxed once). Tasks are acknowledged
-late, so a worker killed mid-task leaves its task to another (after the broker's visibility
-timeout), and every task is idempotent: files are written under temporary names and renamed when
-complete, a segment whose file exists is not redone, and the job's state changes by
-compare-and-set, so a task run twice still ends in one complete output.
+Three tasks carry a job, one per step of `runner`: `start`, `segment` (sent by `start`'s fan-out,
+one per window) and `join` (sent by whichever segment finished last). Each runs under a lease
+(`leases`), so a step whose worker is lost runs again on another worker within seconds; tasks are
+also acknowledged late, so the broker gives a task back in the end whatever happens. Every step is
+idempotent: files are written under temporary names and renamed when complete, a segment whose
+file exists is not redone, and the job's state changes by compare-and-set, so a step run twice
+still ends in one complete output.
+
+A worker builds its registry and router in the composition root, as the API does, so the URL
+policy, discovery limits and server cap hold on the machines that do the video work too; and it
+checks what it takes from Redis (records, running-step entries) before acting on it.
 """
 
 import asyncio
 import logging
+import os
+import socket
 import time
-from dataclasses import asdict
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
-from celery import Celery
+import redis
+from celery import Celery, signals
 
-from anonymization_api.errors import AnonymisationError
-from anonymization_api.inference import InferenceRouter
-from anonymization_api.jobs.manager import Jobs, job_files, remove_job_files, sweep
-from anonymization_api.jobs.redis_store import RedisJobStore
-from anonymization_api.jobs.runner import (
-    JobContext,
-    anonymise_window,
-    finish,
-    join,
-    plan_windows,
-    segment_path,
-    windows_of,
-)
-from anonymization_api.jobs.store import ACTIVE, JobRecord, JobState
-from anonymization_api.pipelines.progress import Cancelled
-from anonymization_api.registry import Registry
+from anonymization_api.composition import build_job_store, open_inference
+from anonymization_api.errors import JobsUnavailable
+from anonymization_api.jobs import files, runner
+from anonymization_api.jobs.leases import Leases, Reaper, Step
+from anonymization_api.jobs.manager import Jobs
+from anonymization_api.jobs.runner import Anonymise, JobContext
+from anonymization_api.jobs.store import ACTIVE, JobRecord, JobState, JobStore
+from anonymization_api.pipelines.segments import Window
 from anonymization_api.settings import ApiSettings
-from anonymizer_shared.files import atomic_output
 
 logger = logging.getLogger(__name__)
+
+START, SEGMENT, JOIN = "anonymizer.start", "anonymizer.segment", "anonymizer.join"
 
 
 def create_celery(settings: ApiSettings) -> Celery:
@@ -50,11 +50,11 @@ def create_celery(settings: ApiSettings) -> Celery:
         worker_prefetch_multiplier=1,  # a worker holds one task per process, so segments spread out
         task_ignore_result=True,  # the job store holds what a job did
         task_serializer="json",
+        accept_content=["json"],
         broker_connection_retry_on_startup=True,
         broker_transport_options={
-            # A task not acknowledged within this time is given to another worker: a worker killed with
-            # kill -9 (or its machine lost) gives its tasks back only after it. It must exceed the longest
-            # task; segments keep tasks short. A task handed out twice still ends in one output.
+            # The last resort after the leases: a task not acknowledged within this is given to another
+            # worker. It must exceed the longest task; a task handed out twice still ends in one output.
             "visibility_timeout": settings.broker_visibility_timeout_s,
             "unacked_restore_interval": min(10, max(1, settings.broker_visibility_timeout_s // 4)),
             "unacked_restore_throttle": 1,
@@ -66,118 +66,102 @@ def create_celery(settings: ApiSettings) -> Celery:
 
 def _register_tasks(app: Celery, settings: ApiSettings) -> None:
     # A job's segment and join tasks go to the queue its start came from: workers serve queues.
-    @app.task(name="anonymizer.start", bind=True)
+    def send(step: Step) -> None:
+        app.send_task(step.task, step.args, queue=step.queue)
+
+    @app.task(name=START, bind=True)
     def start(task, job_id: str) -> None:
-        _run(settings, job_id, lambda ctx, registry, router: _start(ctx, registry, router, _queue(task)))
+        queue = _queue(task)
 
-    async def _start(ctx: JobContext, registry: Registry, router: InferenceRouter, queue: str) -> None:
-        started = ctx.store.update(
-            ctx.record.id, ACTIVE, state=JobState.RUNNING, started=ctx.record.started or time.time()
-        )
-        if started is None:
-            return
-        ctx.record = started
-        windows = await plan_windows(ctx)
-        if len(windows) == 1:
-            with atomic_output(ctx.output) as partial:
-                await anonymise_window(ctx, windows[0], partial, registry, router)
-                ctx.check()
-            finish(ctx)
-            return
-        if not ctx.record.segments:  # a second delivery of `start` keeps the first one's cuts
-            ctx.record = ctx.store.update(ctx.record.id, segments=[asdict(w) for w in windows])
-        for window in windows:
-            segment.apply_async((ctx.record.id, window.index), queue=queue)
+        async def fan_out(ctx: JobContext, windows: list[Window]) -> None:
+            for window in windows:
+                send(Step(SEGMENT, (ctx.record.id, window.index), queue))
 
-    @app.task(name="anonymizer.segment", bind=True)
+        _run(settings, Step(START, (job_id,), queue), lambda ctx, anonymise: runner.start(ctx, anonymise, fan_out))
+
+    @app.task(name=SEGMENT, bind=True)
     def segment(task, job_id: str, index: int) -> None:
-        _run(settings, job_id, lambda ctx, registry, router: _segment(ctx, registry, router, index, _queue(task)))
+        queue = _queue(task)
 
-    async def _segment(ctx: JobContext, registry: Registry, router: InferenceRouter, index: int, queue: str) -> None:
-        windows = windows_of(ctx.record)
-        path = segment_path(ctx, index)
-        if not path.exists():  # else it was finished before, by a worker that died before telling
-            with atomic_output(path) as partial:
-                await anonymise_window(ctx, windows[index], partial, registry, router)
-                ctx.check()
-        if ctx.store.segment_finished(ctx.record.id, index) == len(windows):
-            join_task.apply_async((ctx.record.id,), queue=queue)
+        async def step(ctx: JobContext, anonymise: Anonymise) -> None:
+            if await runner.segment(ctx, anonymise, index):
+                send(Step(JOIN, (ctx.record.id,), queue))
 
-    @app.task(name="anonymizer.join")
-    def join_task(job_id: str) -> None:
-        _run(settings, job_id, _join)
+        _run(settings, Step(SEGMENT, (job_id, index), queue), step)
 
-    async def _join(ctx: JobContext, registry: Registry, router: InferenceRouter) -> None:
-        with atomic_output(ctx.output) as partial:
-            await asyncio.to_thread(join, ctx, windows_of(ctx.record), partial)
-            ctx.check()
-        finish(ctx)
+    @app.task(name=JOIN, bind=True)
+    def join(task, job_id: str) -> None:
+        _run(settings, Step(JOIN, (job_id,), _queue(task)), lambda ctx, anonymise: runner.join(ctx))
+
+    @signals.worker_ready.connect(weak=False)
+    def _start_reaper(sender=None, **_: Any) -> None:
+        if sender is None or sender.app is not app:
+            return
+        reaper = Reaper(_leases(settings), send)
+        reaper.start()
+        signals.worker_shutdown.connect(lambda **_: reaper.stop(), weak=False)
 
 
 def _queue(task) -> str:
     return (task.request.delivery_info or {}).get("routing_key") or task.app.conf.task_default_queue
 
 
-def _run(settings: ApiSettings, job_id: str, step) -> None:
-    store = RedisJobStore(settings.broker_url)
+_LEASES: dict[tuple[str, float], Leases] = {}
+
+
+def _leases(settings: ApiSettings) -> Leases:
+    key = (settings.broker_url, settings.worker_lease_s)
+    if key not in _LEASES:
+        client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
+        _LEASES[key] = Leases(client, settings.worker_lease_s)
+    return _LEASES[key]
+
+
+Work = Callable[[JobContext, Anonymise], Coroutine[Any, Any, None]]
+
+
+def _run(settings: ApiSettings, step: Step, work: Work) -> None:
+    """One step of a job, under a lease, with a registry and router of the composition root's."""
+    if Step.parse(step.to_json()) != step:  # task arguments come through Redis too
+        logger.warning("a task that this service does not send is ignored: %.200s", step.key)
+        return
+    store = build_job_store(settings)
     try:
-        record = store.get(job_id)
+        record = store.get(step.args[0])
         if record is None:
             return
-        ctx = JobContext(record, settings.data_dir, store)
-        if record.state in ACTIVE:
-            asyncio.run(_guarded(settings, ctx, step))
-        record = store.get(job_id)
-        if record is not None and record.state not in ACTIVE:
-            remove_job_files(settings.data_dir, record, keep_output=record.state is JobState.DONE)
+        ctx = JobContext(record, settings, store)
+        if record.state not in ACTIVE:
+            runner.tidy(ctx)
+            return
+        with _leases(settings).holding(step, f"{socket.gethostname()}:{os.getpid()}"):
+            asyncio.run(_with_inference(ctx, work))
     finally:
         store.close()
 
 
-async def _guarded(settings: ApiSettings, ctx: JobContext, step) -> None:
-    """Run one step of a job with a registry and router of its own; any failure fails the job."""
-    registry = Registry(settings.url_configuration, settings.discovery_timeout_s, shared=settings.broker_url)
-    await asyncio.to_thread(registry.load)
-    await registry.refresh()
-    router = InferenceRouter(registry, settings.inference_timeout_s, settings.shared_memory)
-    try:
-        await step(ctx, registry, router)
-    except Cancelled:
-        pass  # whoever stopped it set its state
-    except AnonymisationError as exc:
-        _fail(ctx, str(exc), exc.status_code)
-    except Exception as exc:
-        logger.exception("video job %s failed", ctx.record.id)
-        _fail(ctx, f"internal error: {type(exc).__name__}: {exc}", 500)
-    finally:
-        await router.close()
-        registry.close()
+async def _with_inference(ctx: JobContext, work: Work) -> None:
+    async def step() -> None:
+        async with open_inference(ctx.settings) as inference:
+            await work(ctx, inference.anonymise)
 
-
-def _fail(ctx: JobContext, error: str, status: int) -> None:
-    ctx.store.update(
-        ctx.record.id, ACTIVE, state=JobState.FAILED, error=error, error_status=status, finished=time.time()
-    )
-
-
-class BrokerUnavailable(AnonymisationError):
-    status_code = 503
+    await runner.run_step(ctx, step())
 
 
 class CeleryJobs(Jobs):
     """The API's side of the Celery mode: records in Redis, jobs sent to the workers."""
 
-    def __init__(self, settings: ApiSettings, settle_timeout_s: float = 30.0) -> None:
-        super().__init__(RedisJobStore(settings.broker_url), settings.data_dir)
+    def __init__(self, store: JobStore, settings: ApiSettings, settle_timeout_s: float = 30.0) -> None:
+        super().__init__(store, settings)
         self._celery = create_celery(settings)
         self._queue = settings.celery_queue
         self._settle_timeout_s = settle_timeout_s
 
     async def _start(self, record: JobRecord) -> None:
         try:
-            await self._call(self._celery.send_task, "anonymizer.start", (record.id,), queue=self._queue)
+            await self._call(self._celery.send_task, START, (record.id,), queue=self._queue)
         except Exception as exc:  # the broker is down: the job must not wait for ever
-            error = f"the job could not be queued: the broker did not take it ({type(exc).__name__}: {exc})"
+            error = f"the job could not be queued: the broker did not take it ({type(exc).__name__})"
             await self._call(
                 self.store.update,
                 record.id,
@@ -187,15 +171,15 @@ class CeleryJobs(Jobs):
                 error_status=503,
                 finished=time.time(),
             )
-            raise BrokerUnavailable(f"{error}; try again later") from exc
+            await self._call(files.remove_job_files, self.data_dir, record, False)
+            raise JobsUnavailable(f"{error}; try again later") from exc
 
     async def _settled(self, record: JobRecord) -> None:
         """A running job's worker notices the cancel between batches and removes its files."""
         deadline = time.monotonic() + self._settle_timeout_s
-        while time.monotonic() < deadline and any(path.exists() for path in job_files(self.data_dir, record)):
+        while time.monotonic() < deadline and any(path.exists() for path in files.job_files(self.data_dir, record)):
             await asyncio.sleep(0.2)
 
-    def sweep_after_crash(self) -> list[Path]:
+    def recover(self) -> list[Path]:
         """What a crashed API left (an upload being received); workers' files of live jobs are kept."""
-        live = [record for record in self.store.list() if record.state in ACTIVE]
-        return sweep(self.data_dir, live, older_than_s=600)
+        return files.sweep(self.data_dir, self.store.live(), older_than_s=600)

@@ -78,7 +78,9 @@ def probe(path: Path, limits: VideoLimits | None = None) -> VideoInfo:
             info = VideoInfo(width, height, Fraction(rate), Fraction(stream.time_base), frames)
             seconds = float(stream.duration * stream.time_base) if stream.duration else frames / float(rate)
     except av.FFmpegError as exc:
-        raise InvalidMedia(f"the video could not be read ({exc}); send a file FFmpeg can decode") from exc
+        # strerror, not str(exc): that names the file, a path on this server
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise InvalidMedia(f"the video could not be read ({reason}); send a file FFmpeg can decode") from exc
     if limits is not None:
         _check(info, seconds, limits)
     return info

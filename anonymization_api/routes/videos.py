@@ -21,8 +21,8 @@ from anonymization_api.deps import (
 from anonymization_api.errors import InvalidRequest, PayloadTooLarge
 from anonymization_api.jobs import JobRecord, Jobs, JobState, LocalCaller, describe, job_request, upload_path
 from anonymization_api.jobs.manager import Caller
-from anonymization_api.media.video import EncoderSettings, VideoLimits, probe
-from anonymization_api.pipelines.video import VideoOptions
+from anonymization_api.jobs.runner import video_limits
+from anonymization_api.media.video import probe
 from anonymization_api.registry import Registry
 from anonymization_api.routes import (
     BINARY,
@@ -32,7 +32,7 @@ from anonymization_api.routes import (
     route,
     warning_header,
 )
-from anonymization_api.schemas import Envelope, JobDescription
+from anonymization_api.schemas import Envelope, JobDescription, VideoChoices
 from anonymization_api.settings import ApiSettings
 from anonymizer_shared.bmw import envelope
 
@@ -124,25 +124,21 @@ async def _submit(
     content = parse_configuration(configuration, settings.max_configuration_entries)
     warnings = warning_header(plan(content, registry, settings.default_models).warnings)
     tracking = _flag(form, "tracking", True)
-    options = VideoOptions(
+    choices = VideoChoices(
         keep_audio=_flag(form, "keep_audio", True),
         tracking=tracking,
         hold_seconds=_seconds(form, "hold_seconds", 0.5, 5),
         detection_interval=_interval(form, tracking),
         key_frame_seconds=_seconds(form, "key_frame_seconds", 0.1, 1),
         detection_size=form_size(form, "detection_size"),
-        batch_size=settings.video_batch_size,
-        encoder=EncoderSettings(settings.video_preset, settings.video_crf, settings.encoder_threads),
-        segment_seconds=settings.video_segment_seconds,
     )
-    jobs = _jobs(request)
-    jobs.check_capacity()
+    jobs, caller = _jobs(request), _caller(request)
+    await jobs.check_capacity(caller)
     source = await _save_upload(upload, settings)
     try:
-        limits = VideoLimits(settings.max_video_pixels, settings.max_video_seconds, settings.max_video_frames)
-        await asyncio.to_thread(probe, source, limits)
-        what = {**job_request(configuration, options), "default_models": settings.default_models}
-        return await jobs.submit(_caller(request), upload.filename or "video", source, what), warnings
+        await asyncio.to_thread(probe, source, video_limits(settings))
+        what = job_request(configuration, choices)
+        return await jobs.submit(caller, upload.filename or "video", source, what), warnings
     except BaseException:
         source.unlink(missing_ok=True)
         raise

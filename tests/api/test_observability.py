@@ -101,14 +101,17 @@ def test_a_ranged_video_download_streams_through_and_jobs_are_gauged(api):
     output = jobs.data_dir / "anonymized_videos" / "Anonymized_clip_01_01_26_00_00_00.mp4"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(bytes(range(100)))
-    done = sample(api, "anonymizer_jobs", state="done")
-    record = JobRecord("ranged1", None, "clip.mp4", "", str(output.relative_to(jobs.data_dir)), {}, JobState.DONE)
+    running = sample(api, "anonymizer_jobs", state="running")
+    record = JobRecord("feed0000000d", None, "clip.mp4", "clip.mp4", output.name, {}, JobState.DONE)
     assert jobs.store.create(record)  # a finished job, as the runner leaves one
-    part = api.get("/jobs/ranged1/result", headers={"Range": "bytes=10-19", "X-Request-ID": "ranged"})
+    live = JobRecord("feed0000000e", None, "clip.mp4", "clip2.mp4", "o2.mp4", {}, JobState.RUNNING)
+    assert jobs.store.create(live)  # one running: counted; finished jobs are not (they only grow)
+    part = api.get("/jobs/feed0000000d/result", headers={"Range": "bytes=10-19", "X-Request-ID": "ranged"})
     assert part.status_code == 206 and part.content == bytes(range(10, 20))
     assert part.headers["x-request-id"] == "ranged" and part.headers["content-range"] == "bytes 10-19/100"
     assert sample(api, "anonymizer_http_requests_total", route="/jobs/{job_id}/result", status="206") == 1
-    assert sample(api, "anonymizer_jobs", state="done") == done + 1
+    assert sample(api, "anonymizer_jobs", state="running") == running + 1
+    assert "state=\"done\"" not in api.get("/metrics").text
     assert sample(api, "anonymizer_queue_depth") == 0
 
 
