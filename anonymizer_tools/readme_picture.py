@@ -7,9 +7,10 @@ Each source image is sent to `POST /anonymize` with the configuration below, and
 out under their originals in `docs/before-after.jpg`. The sources are permissively licensed and ship
 in pinned packages, or are drawn here, so anyone can make the same picture from a clone:
 
-- scikit-image's `astronaut` (NASA, public domain) and `camera` (CC0, by Lav Varshney);
+- scikit-image's `astronaut` (NASA, public domain): her face, blurred;
+- scikit-image's `camera` (CC0, by Lav Varshney): the person, blurred;
 - a number plate drawn by this script (no permissively licensed street photograph with a readable
-  plate ships in a package).
+  plate ships in a package): the plate, pixelated.
 """
 
 import argparse
@@ -30,13 +31,12 @@ from anonymizer_shared.files import PROJECT_ROOT
 
 OUTPUT = PROJECT_ROOT / "docs" / "before-after.jpg"
 TILE = 320  # each image is shown this many pixels square
-CLASSES = (
-    ("face", "blurring"),
-    ("license_plate", "pixelating"),
-)
+FACES = (("face", "blurring"),)
+PERSONS = (("person", "blurring"),)
+PLATES = (("license_plate", "pixelating"),)
 
 
-def configuration() -> str:
+def configuration(classes: tuple[tuple[str, str], ...]) -> str:
     entries = [
         {
             "class_name": name,
@@ -44,7 +44,7 @@ def configuration() -> str:
             "anonymization_technique": technique,
             "anonymization_degree": 1,
         }
-        for name, technique in CLASSES
+        for name, technique in classes
     ]
     return json.dumps({"sensitive_info": entries})
 
@@ -63,24 +63,25 @@ def drawn_plate() -> np.ndarray:
     return image
 
 
-def sources() -> list[tuple[str, np.ndarray]]:
+def sources() -> list[tuple[np.ndarray, tuple[tuple[str, str], ...]]]:
+    """Each image with what is hidden in it."""
     from skimage import data
 
     return [
-        ("scikit-image astronaut (NASA, public domain)", data.astronaut()),
-        ("scikit-image camera (CC0)", np.stack([data.camera()] * 3, axis=-1)),
-        ("a plate drawn by the script", drawn_plate()),
+        (data.astronaut(), FACES),
+        (np.stack([data.camera()] * 3, axis=-1), PERSONS),
+        (drawn_plate(), PLATES),
     ]
 
 
-def anonymise(api: str, key: str | None, image: np.ndarray) -> np.ndarray:
+def anonymise(api: str, key: str | None, image: np.ndarray, classes: tuple[tuple[str, str], ...]) -> np.ndarray:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, "PNG")
     headers = {"X-API-Key": key} if key else {}
     response = httpx.post(
         f"{api.rstrip('/')}/anonymize",
         files={"image": ("image.png", buffer.getvalue(), "image/png")},
-        data={"configuration": configuration()},
+        data={"configuration": configuration(classes)},
         headers=headers,
         timeout=300,
     )
@@ -120,7 +121,7 @@ def own_stack() -> Iterator[str]:
 
 
 def make(api: str, key: str | None, output: Path) -> Path:
-    pairs = [(image, anonymise(api, key, image)) for _name, image in sources()]
+    pairs = [(image, anonymise(api, key, image, classes)) for image, classes in sources()]
     output.parent.mkdir(parents=True, exist_ok=True)
     layout(pairs).save(output, "JPEG", quality=85, optimize=True)
     return output
