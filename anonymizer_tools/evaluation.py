@@ -2,7 +2,7 @@
 
     anonymizer eval DATASET_DIR [--config cfg.json] [--preset strict] [--report r.json] [--plot r.png]
 
-DATASET_DIR holds `annotations.json` in the format of `../shared/data/README.md`. Every image is
+DATASET_DIR holds `annotations.json` in the format of `docs/privacy.md`. Every image is
 sent, as stored, to `POST /anonymize` with `detections=only`; the answer says which rectangles
 (or ellipses inscribed in them) were hidden and which detection boxes, with their scores, caused
 them. Figures per class, over the ground-truth boxes not marked `ignore` (ignored boxes count
@@ -213,7 +213,7 @@ def load_dataset(dataset: Path, limit: int | None) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         raise EvaluationError(f"cannot read {path}: {exc}") from exc
     if not isinstance(annotations.get("images"), list):
-        raise EvaluationError(f"{path} has no 'images' list (see the data README for the format)")
+        raise EvaluationError(f"{path} has no 'images' list (see docs/privacy.md for the format)")
     if limit is not None:
         annotations["images"] = annotations["images"][:limit]
     return annotations

@@ -3,7 +3,7 @@
     python -m bench.crowd OUT_DIR [--afw DIR] [--media DIR] [--images 30] [--seed 0]
 
 Writes OUT_DIR/annotations.json and OUT_DIR/images/*.jpg in the format of
-`../shared/data/README.md`, then `anonymizer eval OUT_DIR` measures the service on it.
+`docs/privacy.md`, then `anonymizer eval OUT_DIR` measures the service on it.
 
 Each image is a background (an AFW photo or a street photo of `media/`, scaled to 1024 px wide and
 blurred so its own faces are no longer faces to a detector; AFW's annotated faces in it are

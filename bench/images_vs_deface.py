@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.images_vs_deface [--dataset DIR] [--limit N] [--thresholds 0.2,0.1,0.05]
         [--json PATH]
 
-The set is `annotations.json` with its images (format of `../shared/data/README.md`); by default a
+The set is `annotations.json` with its images (format of `docs/privacy.md`); by default a
 crowd set of faces 10-30 px high, built in a temporary folder by `python -m bench.crowd` (only
 `--limit` images when that is given). Only the `face` class is measured.
 

@@ -2,7 +2,7 @@
 whole frame, and what it saves, on real videos: the video pipeline's own detection and tracking
 code runs in-process, with CenterFace called directly in place of the inference server.
 
-    .venv/bin/python -m bench.key_frames [--media ../shared/data/media] [--frames 150]
+    .venv/bin/python -m bench.key_frames [--media DIR] [--frames 150]
 
 Per video and face configuration it prints the share of the faces found by whole-frame detection on
 every frame that are still covered (70 % of the face box inside one hidden box, as

@@ -1,6 +1,6 @@
 """Video throughput of the Celery mode with 1, 2 and 4 workers, and what an archive needs.
 
-    .venv/bin/python -m bench.scale_out [--media ../shared/data/media] [--clips 4] [--frames 100]
+    .venv/bin/python -m bench.scale_out [--media DIR] [--clips 4] [--frames 100]
                                         [--workers 1,2,4] [--segment-seconds 5]
 
 The archive is `--clips` copies of the first `--frames` frames of the PETS 2009 pedestrian video

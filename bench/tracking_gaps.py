@@ -5,7 +5,7 @@ i.e. where a tracked face would have been exposed without tracking.
 
     .venv/bin/python -m bench.tracking_gaps [VIDEO ...] [--hold 0.5]
 
-Default videos: the two in ../shared/data/media. A held box can outlive a face that really left
+Videos: the EgoBlur and PETS 2009 clips (docs/benchmarks.md, "Data"). A held box can outlive a face that really left
 (a false alarm, not a leak); the interpolated ones lie between two real sightings.
 
 It also reports what detecting on every n-th frame only (the video option `detection_interval`)

@@ -1,7 +1,7 @@
 """Video throughput against deface, the most used open tool, on the same 1080p video with the
 same detector (CenterFace) at the same detection resolution, measured in one run.
 
-    .venv/bin/python -m bench.video_vs_deface [--media ../shared/data/media] [--frames 150]
+    .venv/bin/python -m bench.video_vs_deface [--media DIR] [--frames 150]
 
 The 1080p input is built from the pedestrian video in the shared media (three copies of the
 608x1080 portrait clip side by side, padded to 1920x1080). deface runs from its own package in

@@ -2,7 +2,7 @@
 models are fetched (`anonymizer models fetch`), never committed and never downloaded.
 
 On CPUs where OpenVINO infers in float32 (AVX2 and AVX-512 without bf16) the INT8 network is
-1.3-1.8x as fast; on bf16 CPUs 1.05-1.25x (README, "Speed on every CPU"). Which one a server runs
+1.3-1.8x as fast; on bf16 CPUs 1.05-1.25x (docs/benchmarks.md). Which one a server runs
 is `int8_model()`: $ANONYMIZER_INT8 = `auto` (INT8 where the CPU infers in float32), `on`, `off`.
 
 Calibration needs images of faces, small and large, and of scenes without faces: they are

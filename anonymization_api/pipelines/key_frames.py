@@ -8,7 +8,7 @@ so the face is inside it even after moving most of its own size; windows of face
 WINDOW / GROW px are cut at the frame's own resolution, larger faces are shrunk until they are that
 size, where detectors place them best. A face that appears and is gone again between two key
 frames, or that crosses more than its own size in that time, is what this can miss; the video
-benchmark measures that against detection on every whole frame (README, "Speed on every CPU").
+benchmark measures that against detection on every whole frame (docs/benchmarks.md, "Key frames").
 
 Why it is fast: on a 1080p frame with a few faces, the windows are a tenth of the frame's pixels.
 Where windows would cover a third of the frame or more (crowds, large faces, small frames), the
