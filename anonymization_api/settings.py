@@ -1,8 +1,10 @@
 """The anonymisation API's settings; every field can be set as ANONYMIZER_API_<FIELD>."""
 
+import ipaddress
 import os
 from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -108,6 +110,24 @@ class ApiSettings(BaseSettings):
         0, ge=0, le=64, description="x264 threads per video; 0: half the CPUs, at least 1 (detection needs the rest)"
     )
 
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_needs_credentials(cls, value: str | None) -> str | None:
+        """Redis holds the job records, the registry and the queue: whoever writes it steers the
+        service. So a Redis beyond this machine must ask for a password."""
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("the broker is Redis: redis://:PASSWORD@host:6379/0 (or rediss:// for TLS)")
+        if parts.scheme != "unix" and not parts.password and not _is_loopback(parts.hostname or ""):
+            raise ValueError(
+                f"the broker at {parts.hostname} is named without a password, and anyone who reaches that Redis "
+                "could rewrite jobs and the registry: start Redis with --requirepass and give it as "
+                "redis://:PASSWORD@host:port/db (only a Redis on this machine's loopback may go without)"
+            )
+        return value
+
     @field_validator("registry_allow")
     @classmethod
     def _allow_list_parses(cls, value: str) -> str:
@@ -137,6 +157,15 @@ class ApiSettings(BaseSettings):
     def jobs_db(self) -> Path:
         """The embedded mode's job records (SQLite)."""
         return self.data_dir / "jobs" / "jobs.sqlite3"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @cache

@@ -12,6 +12,28 @@ from anonymizer_shared.logs import LOG_FORMATS, configure_logging
 # standard library and anonymizer_shared is imported here, only inside the command that needs it.
 
 
+class InvalidSettings(Exception):
+    """Settings from the environment or the command line that do not validate; said without a traceback."""
+
+
+def _settings(kind, **overrides):
+    """`kind` (a settings class) from the environment, with the command line's overrides; every
+    problem named, never the value (a URL may carry a password)."""
+    from pydantic import ValidationError
+
+    try:
+        return kind(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        prefix = kind.model_config.get("env_prefix", "")
+
+        def variable(loc: tuple) -> str:
+            name = ".".join(map(str, loc)).upper()
+            return name if name.startswith("ANONYMIZER_") else prefix + name
+
+        problems = [f"{variable(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+        raise InvalidSettings("; ".join(problems)) from None
+
+
 def _models_fetch(args: argparse.Namespace) -> int:
     from inference_common.errors import ModelFetchError
     from inference_common.models import CATALOGUE, default_models_dir, fetch_models
@@ -36,8 +58,7 @@ def _serve(args: argparse.Namespace, kind: str, default_port: int) -> int:
 
     from inference_common.settings import ServerSettings
 
-    overrides = {"host": args.host, "port": args.port, "models_dir": args.models_dir}
-    settings = ServerSettings(**{key: value for key, value in overrides.items() if value is not None})
+    settings = _settings(ServerSettings, host=args.host, port=args.port, models_dir=args.models_dir)
     if "port" not in settings.model_fields_set:  # neither the flag nor the environment named one
         settings = settings.model_copy(update={"port": default_port})
     if kind == "detection":
@@ -55,8 +76,7 @@ def _serve_api(args: argparse.Namespace) -> int:
     from anonymization_api.main import create_app
     from anonymization_api.settings import ApiSettings
 
-    overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir}
-    settings = ApiSettings(**{key: value for key, value in overrides.items() if value is not None})
+    settings = _settings(ApiSettings, host=args.host, port=args.port, data_dir=args.data_dir)
     try:
         app = create_app(settings)
     except InvalidKeys as exc:
@@ -82,8 +102,7 @@ def _worker(args: argparse.Namespace) -> int:
     from anonymization_api.jobs.celery_mode import create_celery
     from anonymization_api.settings import ApiSettings
 
-    overrides = {"data_dir": args.data_dir, "broker_url": args.broker}
-    settings = ApiSettings(**{key: value for key, value in overrides.items() if value is not None})
+    settings = _settings(ApiSettings, data_dir=args.data_dir, broker_url=args.broker)
     if not settings.broker_url:
         logging.getLogger("anonymizer").error("no broker: set ANONYMIZER_BROKER_URL=redis://host:port/0 or --broker")
         return 2
@@ -193,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"ANONYMIZER_LOG_FORMAT '{args.log_format}' is not one of {', '.join(LOG_FORMATS)}")
     configure_logging(args.log_level, args.log_format)
     os.environ["ANONYMIZER_LOG_FORMAT"] = args.log_format  # the services `up` starts log the same way
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except InvalidSettings as exc:
+        logging.getLogger("anonymizer").error("invalid settings: %s", exc)
+        return 2
 
 
 if __name__ == "__main__":

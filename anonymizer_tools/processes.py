@@ -151,7 +151,7 @@ class Worker:
 
 @contextmanager
 def celery_worker(
-    name: str, broker: str, data_dir: Path, log: Path, env: dict[str, str] | None = None
+    name: str, broker: str, data_dir: Path, log: Path, env: dict[str, str] | None = None, queues: str | None = None
 ) -> Iterator[Worker]:
     """`anonymizer worker` of one process, in a session of its own (so that it can be killed whole);
     yields once it answers a ping."""
@@ -159,6 +159,7 @@ def celery_worker(
     from anonymization_api.settings import ApiSettings
 
     args = ["worker", "--broker", broker, "--data-dir", str(data_dir), "--name", name, "--concurrency", "1"]
+    args += ["--queues", queues] if queues else []
     with log.open("w") as out:
         process = subprocess.Popen(
             anonymizer_command(args, log_level="info"),

@@ -77,7 +77,7 @@ class JobRecord:
     frames_total: int = 0  # the container's count until segments report exact ones
     error: str | None = None
     error_status: int | None = None
-    segments: list[dict[str, int]] = field(default_factory=list)  # the cuts, when the video is split
+    segments: list[dict[str, int | None]] = field(default_factory=list)  # the cuts, when the video is split
     progress: dict[int, SegmentProgress] = field(default_factory=dict)  # per segment, filled on reading
 
     def __post_init__(self) -> None:
