@@ -274,7 +274,7 @@ def settings_section(cls: type) -> list[str]:
     module = sys.modules[cls.__module__]
     summary = (module.__doc__ or cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
     prefix = cls.model_config.get("env_prefix", "")
-    lines = [f"## `{prefix}*`: {cls.__name__}", "", f"{summary} (`{cls.__module__}.{cls.__name__}`)", ""]
+    lines = [f"## `{prefix}*`: {cls.__name__}", "", f"{_text(summary)} (`{cls.__module__}.{cls.__name__}`)", ""]
     lines += ["| variable | type | default | range | description |", "| --- | --- | --- | --- | --- |"]
     for name, field in cls.model_fields.items():
         variables = "<br>".join(f"`{variable}`" for variable in variable_names(cls, name, field))
@@ -286,8 +286,17 @@ def settings_section(cls: type) -> list[str]:
     return [*lines, ""]
 
 
+def _text(text: str) -> str:
+    """Free text from the code as Markdown: `<` and `>` outside code spans escaped, so that
+    `sha256:<hex>` is not read as an HTML tag."""
+    parts = text.split("`")
+    for index in range(0, len(parts), 2):  # the even parts lie outside code spans
+        parts[index] = parts[index].replace("<", "&lt;").replace(">", "&gt;")
+    return "`".join(parts)
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _text(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _row(*cells: str) -> str:
@@ -419,9 +428,9 @@ def example(method: str, path: str, operation: dict, document: dict) -> str:
 def operation_section(document: dict, path: str, method: str, operation: dict) -> list[str]:
     lines = [f"### `{method.upper()} {path}`", ""]
     if operation.get("summary"):
-        lines += [f"**{operation['summary']}**", ""]
+        lines += [f"**{_text(operation['summary'])}**", ""]
     if operation.get("description"):
-        lines += [operation["description"].strip(), ""]
+        lines += [_text(operation["description"].strip()), ""]
     if operation.get("security"):
         schemes = sorted({name for requirement in operation["security"] for name in requirement})
         lines += [f"Needs an API key ({', '.join(f'`{scheme}`' for scheme in schemes)}) where keys are configured.", ""]
@@ -478,7 +487,7 @@ def operation_section(document: dict, path: str, method: str, operation: dict) -
 def schema_section(document: dict, name: str, schema: dict) -> list[str]:
     lines = [f"### {name} {{ #{_anchor(name)} }}", ""]
     if schema.get("description"):
-        lines += [schema["description"].strip(), ""]
+        lines += [_text(schema["description"].strip()), ""]
     properties = schema.get("properties", {})
     if properties:
         required = set(schema.get("required", []))
