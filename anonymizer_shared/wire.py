@@ -156,6 +156,24 @@ def check_detections(per_image: list[np.ndarray], classes: int) -> None:
             raise ContractViolation(f"detection class indices outside 0..{classes - 1}")
 
 
+def check_boxes(per_image: list[np.ndarray], width: int, height: int) -> None:
+    """Raise `ContractViolation` unless every box is finite and in the pixels of the `width` x `height`
+    image sent. A box may reach past an edge (a face cut by the frame), never by more than the image's
+    own size: a coordinate like 3e38 is no detection, and would break the arithmetic that draws it."""
+    for rows in per_image:
+        if not rows.size:
+            continue
+        boxes = rows[:, :4]
+        if not np.isfinite(boxes).all():
+            raise ContractViolation("detection boxes with values that are not finite numbers")
+        xs, ys = boxes[:, 0::2], boxes[:, 1::2]
+        if xs.min() < -width or xs.max() > 2 * width or ys.min() < -height or ys.max() > 2 * height:
+            raise ContractViolation(
+                f"detection boxes up to ({xs.min():.3g}..{xs.max():.3g}, {ys.min():.3g}..{ys.max():.3g}) for an "
+                f"image of {width}x{height}: boxes are in the pixels of the image sent"
+            )
+
+
 def check_label_maps(label_maps: np.ndarray, images_shape: tuple[int, ...], classes: int) -> list[np.ndarray]:
     """Per-image (H, W) uint8 class indices from a `label_map` output, checked against the images
     (B, H, W, ...) sent and the model's number of labels."""

@@ -1,9 +1,12 @@
 """Open Inference Protocol client: `tritonclient` (async, binary tensors), one long-lived client
 per server, images through shared memory on this host (see `shared_frames`) or in the body.
 
-Answers are checked against the contract (`anonymizer_shared.wire`) before they are believed.
+Answers are checked against the contract (`anonymizer_shared.wire`) before they are believed, and
+read only up to the bytes the contract allows for the images sent (`answer_limit`): a registered
+server that turns bad cannot make the API hold a gigabyte answer.
 """
 
+import contextvars
 import logging
 from typing import Any
 
@@ -24,11 +27,29 @@ from anonymizer_shared.wire import Task
 logger = logging.getLogger(__name__)
 
 CONNECTION_ERRORS = (aiohttp.ClientConnectionError, ConnectionError, OSError)
+# Room for an answer's JSON part (output names, shapes, parameters) and for the small answers of the
+# protocol's other requests (readiness, shared-memory registration, errors).
+HEADER_BYTES = 64 * 1024
+# The most bytes the answer being read may hold; set per call by `infer`, since it depends on the images.
+_answer_limit: contextvars.ContextVar[int] = contextvars.ContextVar("answer_limit", default=HEADER_BYTES)
+
+
+class AnswerTooLarge(wire.ContractViolation):
+    pass
+
+
+def answer_limit(task: Task, images_shape: tuple[int, ...], max_detections: int) -> int:
+    """The most bytes a binary answer for images (B, H, W, 3) can take under the contract: a label map
+    of H x W bytes per image, or at most `max_detections` rows of 24 bytes (box, score, class) per image."""
+    batch, height, width = images_shape[:3]
+    per_image = height * width if task is Task.SEGMENTATION else 4 + 24 * max_detections
+    return batch * per_image + HEADER_BYTES
 
 
 class OipClients:
-    def __init__(self, timeout_s: float, shared_memory: bool) -> None:
+    def __init__(self, timeout_s: float, shared_memory: bool, max_detections: int) -> None:
         self._timeout = timeout_s
+        self._max_detections = max_detections
         self._clients: dict[str, triton.InferenceServerClient] = {}
         self._shared = SharedFrames(shared_memory)
 
@@ -62,6 +83,7 @@ class OipClients:
         where = f"inference server {url} (model {model.name})"
         client = self._client(url)
         images = np.ascontiguousarray(images)
+        limit = _answer_limit.set(answer_limit(model.task, images.shape, self._max_detections))
         try:
             arrays = await self._infer_shared_or_body(url, client, model, images, parameters)
             if model.task is Task.DETECTION:
@@ -81,6 +103,8 @@ class OipClients:
             raise BrokenContract(f"{where} answered something that breaks the model contract: {exc}") from exc
         except (ValueError, KeyError, TypeError) as exc:
             raise InferenceError(f"{where} answered something unexpected: {exc}") from exc
+        finally:
+            _answer_limit.reset(limit)
 
     async def _infer_shared_or_body(
         self,
@@ -109,19 +133,47 @@ class OipClients:
 
 
 class _NoRedirects:
-    """tritonclient's aiohttp session, not following redirects: a 3xx is an answer (an error)."""
+    """tritonclient's aiohttp session, not following redirects (a 3xx is an answer: an error), its
+    answers read up to `_answer_limit` bytes."""
 
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
 
-    def get(self, **kwargs: Any) -> Any:
-        return self._session.get(allow_redirects=False, **kwargs)
+    async def get(self, **kwargs: Any) -> "_CappedAnswer":
+        return _CappedAnswer(await self._session.get(allow_redirects=False, **kwargs))
 
-    def post(self, **kwargs: Any) -> Any:
-        return self._session.post(allow_redirects=False, **kwargs)
+    async def post(self, **kwargs: Any) -> "_CappedAnswer":
+        return _CappedAnswer(await self._session.post(allow_redirects=False, **kwargs))
 
     async def close(self) -> None:
         await self._session.close()
+
+
+class _CappedAnswer:
+    """An aiohttp answer whose `read` stops at the limit (tritonclient reads whole answers)."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._response, name)
+
+    async def read(self) -> bytes:
+        limit = _answer_limit.get()
+        declared = self._response.content_length
+        body = bytearray()
+        if declared is None or declared <= limit:
+            async for chunk in self._response.content.iter_chunked(1 << 16):
+                body += chunk
+                if len(body) > limit:
+                    break
+        if len(body) > limit or (declared or 0) > limit:
+            self._response.close()  # the rest is never read
+            raise AnswerTooLarge(
+                f"an answer of more than {limit} bytes, the most the contract allows for the images sent"
+            )
+        self._response.release()
+        return bytes(body)
 
 
 async def _request(

@@ -3,10 +3,16 @@
 The router owns what concerns more than one call: which replica of a model serves a call (the
 available ones take turns, round robin; those marked unavailable come last, in case they are back
 before re-discovery says so), retry with backoff on a connection failure, failover to the next
-replica on a connection failure, a time-out or an answer that breaks the model contract, and
-marking the servers that failed unavailable (re-discovery brings them back). An answer that is an
-error fails the request: it would be the same from any replica. A request fails only when no
-replica answers (fail closed).
+replica on a connection failure, a time-out, an error answer or an answer that breaks the model
+contract, and marking the servers that failed unavailable (re-discovery brings them back): at once
+for a connection failure, a time-out or a broken contract, after `replica_failures` error answers
+in a row otherwise (one error may be this request's). An answer that refuses the request's own
+parameters (400) fails the request: it would be the same from any replica. A request fails only
+when no replica answers (fail closed).
+
+An answer is not believed before it is checked: its bytes are capped by what the contract allows
+for the images sent (see the clients), an image's detections by `max_detections`, and every box
+must lie in the pixels of the image sent (`wire.check_boxes`).
 """
 
 import asyncio
@@ -18,16 +24,20 @@ from typing import Protocol as Interface
 import numpy as np
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from anonymization_api.errors import InferenceError, InferenceTimeout, InferenceUnavailable
+from anonymization_api.errors import InferenceError, InferenceRejected, InferenceTimeout, InferenceUnavailable
 from anonymization_api.inference.bmw import BmwClient
 from anonymization_api.inference.errors import BrokenContract, NoAnswer, Unreachable
 from anonymization_api.inference.oip import OipClients
 from anonymization_api.metrics import ApiMetrics
 from anonymization_api.registry import ModelInfo, Protocol, Registry, ServerInfo
+from anonymization_api.settings import ApiSettings
+from anonymizer_shared import wire
+from anonymizer_shared.wire import Task
 
 logger = logging.getLogger(__name__)
 
 ATTEMPTS_PER_REPLICA = 2  # a connection refused once is often a server restarting; twice, it is down
+DEFAULTS = ApiSettings.model_fields
 
 
 class Target(Interface):
@@ -53,15 +63,20 @@ class InferenceRouter:
         shared_memory: bool = True,
         clients: dict[Protocol, ProtocolClient] | None = None,
         metrics: ApiMetrics | None = None,
+        max_detections: int = DEFAULTS["max_detections"].default,
+        replica_failures: int = DEFAULTS["replica_failures"].default,
     ) -> None:
         self._registry = registry
         self._timeout = timeout_s
         self._metrics = metrics
+        self._max_detections = max_detections
+        self._replica_failures = replica_failures
         self._clients = clients or {
-            Protocol.OIP: OipClients(timeout_s, shared_memory),
-            Protocol.BMW: BmwClient(timeout_s),
+            Protocol.OIP: OipClients(timeout_s, shared_memory, max_detections),
+            Protocol.BMW: BmwClient(timeout_s, max_detections),
         }
         self._turns: dict[str, int] = {}
+        self._failures: dict[str, int] = {}  # error answers in a row, per replica
 
     async def close(self) -> None:
         for client in self._clients.values():
@@ -84,16 +99,36 @@ class InferenceRouter:
         failure: Exception | None = None
         for server in self.replica_order(target.servers, target.model.name):
             try:
-                return await self._on_replica(server, target.model, images, parameters)
+                answer = await self._on_replica(server, target.model, images, parameters)
             except (Unreachable, NoAnswer, BrokenContract) as exc:
                 self._registry.mark_unavailable(server.url, str(exc))
                 failure = exc
+            except InferenceRejected:
+                raise  # the request's own parameters: every replica would refuse them
+            except InferenceError as exc:  # the server's own failure (a 500, say): another replica may answer
+                self._failed(server, exc)
+                failure = exc
+            else:
+                self._failures.pop(server.url, None)
+                return answer
         if isinstance(failure, NoAnswer):
             raise InferenceTimeout(str(failure)) from failure
-        if isinstance(failure, BrokenContract):
+        if isinstance(failure, BrokenContract | InferenceError):
             raise InferenceError(str(failure)) from failure
         refused = "".join(f"; {s.url} {s.error}" for s in target.servers if s.refused)
         raise InferenceUnavailable(str(failure or f"no usable replica of model {target.model.name}{refused}"))
+
+    def _failed(self, server: ServerInfo, error: InferenceError) -> None:
+        """Count an error answer; a replica that keeps answering errors is marked unavailable, so
+        the others take its share until re-discovery finds it well."""
+        failures = self._failures.get(server.url, 0) + 1
+        self._failures[server.url] = failures
+        if failures >= self._replica_failures:
+            self._failures.pop(server.url)
+            self._registry.mark_unavailable(
+                server.url,
+                f"answered {failures} calls in a row with an error (ANONYMIZER_API_REPLICA_FAILURES): {error}",
+            )
 
     async def _on_replica(
         self, server: ServerInfo, model: ModelInfo, images: np.ndarray, parameters: dict[str, Any]
@@ -122,7 +157,10 @@ class InferenceRouter:
         """One call to one replica, timed into the inference metric by how it ended."""
         started, outcome = time.perf_counter(), "ok"
         try:
-            return await asyncio.wait_for(client.infer(server.url, model, images, parameters), self._timeout)
+            answer = await asyncio.wait_for(client.infer(server.url, model, images, parameters), self._timeout)
+            if model.task is Task.DETECTION:
+                self._check_detections(server, model, images, answer)
+            return answer
         except TimeoutError as exc:
             outcome = "timeout"
             raise NoAnswer(
@@ -134,6 +172,24 @@ class InferenceRouter:
         finally:
             if self._metrics is not None:
                 self._metrics.inference.labels(server.url, model.name, outcome).observe(time.perf_counter() - started)
+
+    def _check_detections(
+        self, server: ServerInfo, model: ModelInfo, images: np.ndarray, answer: list[np.ndarray]
+    ) -> None:
+        """BrokenContract where an image has more detections than allowed or a box outside its pixels."""
+        most = max((len(rows) for rows in answer), default=0)
+        try:
+            if most > self._max_detections:
+                raise wire.ContractViolation(
+                    f"{most} detections for one image, more than the {self._max_detections} allowed "
+                    "(ANONYMIZER_API_MAX_DETECTIONS)"
+                )
+            wire.check_boxes(answer, images.shape[2], images.shape[1])
+        except wire.ContractViolation as exc:
+            raise BrokenContract(
+                f"inference server {server.url} (model {model.name}) answered something that breaks the model "
+                f"contract: {exc}"
+            ) from exc
 
 
 def _outcome(exc: BaseException) -> str:

@@ -56,6 +56,25 @@ def trickle(answer: bytes, every_s: float = 1.0, start: int = 0) -> Answer:
     return write
 
 
+def answer_oip(outputs: Mapping[str, Any]) -> Answer:
+    """An Open Inference Protocol answer with `outputs` (name -> numpy array) as binary tensors."""
+    from anonymizer_shared import wire
+
+    described = [
+        {
+            "name": name,
+            "datatype": wire.datatype_of(array),
+            "shape": list(array.shape),
+            "parameters": {"binary_data_size": array.nbytes},
+        }
+        for name, array in outputs.items()
+    ]
+    header = json.dumps({"model_name": "m", "outputs": described}).encode()
+    body = header + b"".join(array.tobytes() for array in outputs.values())
+    headers = {"Content-Length": str(len(body)), wire.HEADER_LENGTH: str(len(header))}
+    return lambda out: out.write(head(200, headers) + body)
+
+
 def hang_up(out: BinaryIO) -> None:
     """Accept the request and close the connection without an answer."""
 

@@ -97,7 +97,7 @@ def test_the_bmw_client_passes_the_request_id_on():
         return httpx.Response(200, json={"data": {"bounding-boxes": []}, "error": "", "success": True})
 
     async def call() -> None:
-        client = BmwClient(5)
+        client = BmwClient(5, max_detections=100)
         client._http = httpx.AsyncClient(transport=httpx.MockTransport(server))
         request_id.set("from-the-api")
         try:
