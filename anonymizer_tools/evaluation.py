@@ -52,6 +52,8 @@ SWEEP_STEP = 0.05
 DEFAULT_ENTRIES = {
     "face": {"class_name": "face", "inference_type": "detection"},
     "license_plate": {"class_name": "license_plate", "inference_type": "detection"},
+    "person": {"class_name": "person", "inference_type": "detection"},
+    "vehicle": {"class_name": "vehicle", "inference_type": "detection"},
 }
 HIDING = {"anonymization_technique": "blurring", "anonymization_degree": 1}
 

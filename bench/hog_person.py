@@ -68,3 +68,21 @@ class HogPerson(DetectionModel):
         )
         dets = dets[dets[:, 4] >= params.score_threshold]
         return boxes.nms(boxes.clip(dets, width, height), NMS_IOU)
+
+
+def main() -> None:
+    """Serve HOG alone (`python -m bench.hog_person PORT`), for the benchmark's baseline through /anonymize."""
+    import sys
+
+    import uvicorn
+
+    from inference_common.server import create_app
+    from inference_common.settings import ServerSettings
+
+    port = int(sys.argv[1])
+    settings = ServerSettings(host="127.0.0.1", port=port)
+    uvicorn.run(create_app([HogPerson()], settings, model_files=()), host="127.0.0.1", port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

