@@ -6,8 +6,9 @@ given as it is or as `sha256:<hex>` of the key, so the settings need not hold th
 Clients send `Authorization: Bearer KEY` or `X-API-Key: KEY`.
 
 With no key configured everyone is an anonymous admin; the service then listens on loopback only
-(`check_exposure`), unless ANONYMIZER_API_ALLOW_ANONYMOUS_REMOTE says otherwise, so BMW's clients
-keep working on the same machine without a key.
+(`check_exposure`) and answers only requests addressed to a loopback name (`LoopbackHostOnly`: a
+web page cannot reach it through DNS rebinding), unless ANONYMIZER_API_ALLOW_ANONYMOUS_REMOTE says
+otherwise, so BMW's clients keep working on the same machine without a key.
 """
 
 import hashlib
@@ -59,6 +60,10 @@ class Caller:
 
 
 ANONYMOUS = Caller(None, Role.ADMIN)
+KEYS_FIX = (
+    "set ANONYMIZER_API_ADMIN_KEYS and ANONYMIZER_API_USER_KEYS (or ANONYMIZER_API_KEYS_FILE) "
+    "to reach it by another name"
+)
 
 
 def key_hash(key: str) -> str:

@@ -14,13 +14,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from anonymization_api.admission import Admission
-from anonymization_api.auth import KeyRing, check_exposure, require_user
+from anonymization_api.auth import KEYS_FIX, KeyRing, check_exposure, require_user
 from anonymization_api.composition import build_jobs, build_metrics, open_inference
 from anonymization_api.errors import AnonymisationError, InvalidConfiguration, is_storage_full
 from anonymization_api.routes import images, page, registry, videos
 from anonymization_api.settings import ApiSettings, get_settings
 from anonymizer_shared.bmw import envelope
-from anonymizer_shared.http import BodyLimit, SameOriginOnly
+from anonymizer_shared.http import BodyLimit, LoopbackHostOnly, SameOriginOnly
 from anonymizer_shared.images import ImageError
 from anonymizer_shared.logs import request_id_headers
 from anonymizer_shared.observability import add_observability
@@ -72,6 +72,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     _add_error_handlers(app)
     origins = [origin.strip().rstrip("/") for origin in settings.cors_origins.split(",") if origin.strip()]
     app.add_middleware(SameOriginOnly, allowed=frozenset(origins), respond=_respond)
+    if not keys.enabled and not settings.allow_anonymous_remote:  # a proxy in front may use any name
+        app.add_middleware(LoopbackHostOnly, respond=_respond, fix=KEYS_FIX)
     if origins:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"])
     # the form's other fields and multipart framing come on top of the largest upload

@@ -1,7 +1,9 @@
 """HTTP rules every service of the product follows: a request body is bounded on the stream, so
 neither a false Content-Length nor a chunked upload gets more bytes in than the limit; and pages
-of other sites cannot make a visitor's browser call the service."""
+of other sites cannot make a visitor's browser call the service (by their Origin, and for a
+service without keys by its Host too)."""
 
+import ipaddress
 from collections.abc import Callable
 
 from starlette.responses import Response
@@ -63,6 +65,46 @@ class BodyLimit:
             if started:
                 raise
             await self.respond(path, 413, str(exc))(scope, receive, send)
+
+
+class LoopbackHostOnly:
+    """ASGI middleware for a service without API keys: 421 for a request whose Host header is not a
+    loopback name. Such a service trusts whoever reaches it, so it listens on loopback; but a page
+    of another site can make the visitor's browser reach it under the site's own name, re-pointed
+    to 127.0.0.1 (DNS rebinding), and then its Origin matches that Host. Only a loopback name in the
+    Host header shows the request was meant for this machine's service."""
+
+    def __init__(self, app: ASGIApp, respond: Responder, fix: str) -> None:
+        self.app = app
+        self.respond = respond
+        self.fix = fix  # how to reach the service by another name: the keys setting
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if not is_loopback_host(host):
+                message = (
+                    f"the Host {host[:100]!r} is not a loopback name: without API keys this service answers only "
+                    f"requests addressed to 127.0.0.1, [::1] or localhost; use one of those, or {self.fix}"
+                )
+                await self.respond(scope.get("path", ""), 421, message)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a Host header (name or address, with or without a port) names this machine's loopback."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else ""
+    elif name.count(":") == 1:
+        name = name.split(":")[0]
+    if name == "localhost" or name.endswith(".localhost"):  # browsers resolve these to loopback themselves
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class SameOriginOnly:

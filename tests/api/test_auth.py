@@ -85,6 +85,31 @@ def test_without_keys_only_loopback_unless_asked(tmp_path):
         create_app(ApiSettings(data_dir=tmp_path, host="0.0.0.0"))
 
 
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1:4343", "localhost", "LOCALHOST:80", "[::1]:4343", "127.8.9.10", "a.localhost"]
+)
+def test_without_keys_requests_addressed_to_loopback_are_answered(tmp_path, host):
+    with TestClient(create_app(ApiSettings(data_dir=tmp_path)), base_url=f"http://{host}") as client:
+        assert client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("host", ["rebind.example:4343", "rebind.example", "192.168.1.5:4343", "[::ffff:7f00:1]x", ""])
+def test_without_keys_a_request_addressed_to_another_name_is_refused(tmp_path, host):
+    """A page of rebind.example, its name re-pointed to 127.0.0.1, sends its own Host and Origin."""
+    with TestClient(create_app(ApiSettings(data_dir=tmp_path))) as client:
+        for method, path in (("POST", "/set_url"), ("GET", "/list_urls"), ("GET", "/"), ("GET", "/health")):
+            answer = client.request(method, path, headers={"Host": host, "Origin": f"http://{host}"})
+            assert answer.status_code == 421, (method, path)
+            assert "127.0.0.1" in answer.json()["error"] and "ANONYMIZER_API_ADMIN_KEYS" in answer.json()["error"]
+
+
+def test_with_keys_or_behind_a_proxy_any_name_reaches_the_service(tmp_path, api):
+    assert api.get("/health", headers={"Host": "anonymizer.intranet.example"}).status_code == 200
+    settings = ApiSettings(data_dir=tmp_path, host="0.0.0.0", allow_anonymous_remote=True)
+    with TestClient(create_app(settings), base_url="http://anonymizer.intranet.example") as client:
+        assert client.get("/health").status_code == 200
+
+
 def test_keys_file_and_bad_keys(tmp_path):
     keys = tmp_path / "keys"
     keys.write_text(f"# the team\nadmin {ADMIN_KEY}\nuser sha256:{'a' * 64}  # a hashed one\n")

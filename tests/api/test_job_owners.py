@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from anonymization_api.main import create_app
 from anonymization_api.settings import ApiSettings
 from tests.api.test_requests import CONFIG, SERVERS
-from tests.support.api import face_entry
+from tests.support.api import LOOPBACK, face_entry
 from tests.support.videos import make_video
 
 KEYS = {"alice": "alice-key-0123456789abcdef", "bob": "bob-key-0123456789abcdef", "admin": "admin-key-0123456789abcd"}
@@ -30,7 +30,7 @@ def api(tmp_path_factory) -> Iterator[TestClient]:
         admin_keys=KEYS["admin"],
         user_keys=f"{KEYS['alice']},{KEYS['bob']}",
     )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=LOOPBACK) as client:
         yield client
 
 

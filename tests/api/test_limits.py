@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from anonymization_api.main import create_app
 from anonymization_api.settings import ApiSettings
-from tests.support.api import face_entry
+from tests.support.api import LOOPBACK, face_entry
 from tests.support.images import encode, grace_hopper
 from tests.support.listeners import silent_port
 from tests.support.videos import make_video
@@ -42,7 +42,7 @@ def api(tmp_path_factory, hanging):
         max_video_pixels=320 * 240,
         shared_memory=False,
     )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=LOOPBACK) as client:
         yield client
 
 

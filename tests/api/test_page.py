@@ -11,13 +11,14 @@ from fastapi.testclient import TestClient
 from anonymization_api.main import create_app
 from anonymization_api.routes.page import STATIC
 from anonymization_api.settings import ApiSettings
+from tests.support.api import LOOPBACK
 from tests.support.servers import PROJECT_ROOT
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory) -> Iterator[TestClient]:
     settings = ApiSettings(data_dir=tmp_path_factory.mktemp("api-data"), rediscover_interval_s=60)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=LOOPBACK) as client:
         yield client
 
 

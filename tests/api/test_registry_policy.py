@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from anonymization_api.main import create_app
 from anonymization_api.settings import ApiSettings
-from tests.support.api import face_entry
+from tests.support.api import LOOPBACK, face_entry
 from tests.support.images import encode, grace_hopper
 from tests.support.listeners import (
     OIP_READY,
@@ -37,7 +37,7 @@ NOT_REACHABLE = "is not reachable (no inference server answered there)"
 @contextmanager
 def api(tmp_path, **settings) -> Iterator[TestClient]:
     options = {"discovery_timeout_s": 1.0, "rediscover_interval_s": 60, "shared_memory": False, **settings}
-    with TestClient(create_app(ApiSettings(data_dir=tmp_path, **options))) as client:
+    with TestClient(create_app(ApiSettings(data_dir=tmp_path, **options)), base_url=LOOPBACK) as client:
         yield client
 
 

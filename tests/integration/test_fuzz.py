@@ -12,6 +12,7 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 
 from anonymization_api.main import create_app
 from anonymization_api.settings import ApiSettings
+from tests.support.api import LOOPBACK
 
 # They change the registry the other operations use; the registry tests cover them.
 LEFT_OUT = {"/set_url", "/remove_url", "/remove_all_urls"}
@@ -21,7 +22,7 @@ CHECKS = [not_a_server_error, content_type_conformance, response_schema_conforma
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, detection_url, segmentation_url):
     app = create_app(ApiSettings(data_dir=tmp_path_factory.mktemp("fuzz-data"), inference_timeout_s=30))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOOPBACK) as client:
         for url in (detection_url, segmentation_url):
             assert client.post("/set_url", data={"url": url}).status_code == 200
         yield client

@@ -81,3 +81,27 @@ def test_costly_requests_are_refused_early_within_bounded_memory(tmp_path):
         assert not uploads.exists() or not list(uploads.iterdir())
         grown = peak_rss_mb(process.pid) - baseline
     assert grown < 200, f"the API grew by {grown:.0f} MB refusing these"
+
+
+def test_without_keys_a_page_cannot_re_point_the_registry_through_dns_rebinding(tmp_path):
+    """A page of rebind.example whose name now resolves to 127.0.0.1 posts to the service on the
+    visitor's loopback; its Host and Origin name rebind.example, so the Origin matches the Host."""
+    api_args = ["serve-api", "--data-dir", str(tmp_path / "data")]
+    with (
+        Listener({**OIP_READY, **oip_model("centerface")}) as fake,
+        started(api_args, "/health", tmp_path / "api.log") as (
+            api,
+            _,
+        ),
+    ):
+        port = api.rsplit(":", 1)[1]
+        rebound = {"Host": f"rebind.example:{port}", "Origin": f"http://rebind.example:{port}"}
+        posted = httpx.post(f"{api}/set_url", data={"url": fake.url}, headers=rebound, timeout=30)
+        assert posted.status_code == 421
+        assert "127.0.0.1" in posted.json()["error"] and "ANONYMIZER_API_ADMIN_KEYS" in posted.json()["error"]
+        for path in ("/list_urls", "/health", "/"):
+            assert httpx.get(f"{api}{path}", headers=rebound).status_code == 421
+        assert fake.requests == []
+        assert httpx.get(f"{api}/list_urls").json()["data"]["urls"] == []
+        same_machine = {"Origin": f"http://127.0.0.1:{port}"}
+        assert httpx.post(f"{api}/set_url", data={"url": fake.url}, headers=same_machine, timeout=30).status_code == 200

@@ -9,6 +9,9 @@ import tritonclient.http as triton
 
 from anonymizer_shared import wire
 
+# In-process clients' base URL: an API without keys answers only requests addressed to loopback.
+LOOPBACK = "http://127.0.0.1"
+
 
 def face_entry(**extra) -> dict:
     """A configuration entry that blurs faces found by CenterFace, with `extra` fields."""
