@@ -32,7 +32,7 @@ VERSION = "0.1.0"
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     keys = KeyRing.from_settings(settings.admin_keys, settings.user_keys, settings.keys_file)
-    check_exposure(settings.host, keys, settings.allow_anonymous_remote)
+    check_exposure(settings.published_host or settings.host, keys, settings.allow_anonymous_remote)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

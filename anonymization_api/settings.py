@@ -21,6 +21,12 @@ class ApiSettings(BaseSettings):
     admin_keys: str = Field("", description="comma-separated API keys (or sha256:<hex> of each) of administrators")
     user_keys: str = Field("", description="comma-separated API keys (or sha256:<hex> of each) of users")
     keys_file: Path | None = Field(None, description="a file of lines 'admin KEY' or 'user KEY' (KEY may be sha256:)")
+    published_host: str | None = Field(
+        None,
+        description="where the API's port is published, where that is not where it listens (a container listens "
+        "on 0.0.0.0; compose publishes it on 127.0.0.1 by default): the check that asks for API keys beyond "
+        "loopback judges this address",
+    )
     allow_anonymous_remote: bool = Field(
         False, description="listen beyond loopback without API keys (only behind a proxy that authenticates)"
     )

@@ -29,12 +29,11 @@ from pathlib import Path
 import av
 import httpx
 
+from anonymization_api.composition import open_inference
 from anonymization_api.configuration import parse_configuration, plan
-from anonymization_api.inference import InferenceRouter
 from anonymization_api.media.video import EncoderSettings, VideoReader, VideoWriter, probe
 from anonymization_api.pipelines.image import entry_detections, localise
 from anonymization_api.pipelines.video import FrameRecord, render
-from anonymization_api.registry import Registry
 from anonymization_api.settings import ApiSettings
 from anonymizer_tools.processes import celery_worker, redis_server, running
 from inference_common.models import PROJECT_ROOT
@@ -107,27 +106,24 @@ async def stage_costs(clip: Path, detection: str, folder: Path, batch: int = 8) 
     reader.close()
     frames = sum(len(b.frames) for b in batches)
 
-    registry = Registry(folder / "registry.json", 5)
-    registry.load()
-    await registry.add(detection)
-    the_plan = plan(parse_configuration(json.dumps(CONFIG)), registry)
-    router = InferenceRouter(registry, 60, shared_memory=True)
-    entry = the_plan.entries[0]
-    records = []
-    started = time.perf_counter()
-    for decoded in batches:
-        results = await localise(the_plan, decoded.frames, router)
-        for position, (image, pts) in enumerate(zip(decoded.frames, decoded.pts, strict=True)):
-            record = FrameRecord(len(records), pts, image)
-            record.boxes[entry.index] = [entry_detections(entry, results[entry.call_key][position])]
-            records.append(record)
-    inference = time.perf_counter() - started
-    await router.close()
+    settings = ApiSettings(data_dir=folder)
+    async with open_inference(settings) as inference_parts:  # the registry and router a worker builds
+        await inference_parts.registry.add(detection)
+        the_plan = plan(parse_configuration(json.dumps(CONFIG)), inference_parts.registry)
+        entry = the_plan.entries[0]
+        records = []
+        started = time.perf_counter()
+        for decoded in batches:
+            results = await localise(the_plan, decoded.frames, inference_parts.router)
+            for position, (image, pts) in enumerate(zip(decoded.frames, decoded.pts, strict=True)):
+                record = FrameRecord(len(records), pts, image)
+                record.boxes[entry.index] = [entry_detections(entry, results[entry.call_key][position])]
+                records.append(record)
+        inference = time.perf_counter() - started
 
     started = time.perf_counter()
     rendered = [(render(record, the_plan), record.pts) for record in records]
     render_s = time.perf_counter() - started
-    settings = ApiSettings()
     encoder = EncoderSettings(settings.video_preset, settings.video_crf, settings.encoder_threads)
     reader = VideoReader(clip, keep_audio=False)
     writer = VideoWriter(folder / "encoded.mp4", reader, info, encoder)

@@ -28,15 +28,19 @@ ENV PATH=/opt/venv/bin:$PATH \
     ANONYMIZER_API_PORT=4343 \
     ANONYMIZER_API_DATA_DIR=/data \
     ANONYMIZER_URL_SEED=/etc/anonymizer/url_configuration.seed.json
-# The data folders belong to the service user, so named volumes mounted on them start out writable.
+# BMW's folders: the registry at /jsonFiles and the videos at /main/anonymized_videos (BMW's
+# `-v $(pwd)/jsonFiles:/jsonFiles -v $(pwd)/src/main:/main`), reached from the data folder by links;
+# uploads and job records stay under /data. The entrypoint starts as root only to run the service
+# as the owner of a bind-mounted jsonFiles (or as 10001), and drops root before anything else runs.
 RUN groupadd --gid 10001 anonymizer \
  && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin anonymizer \
- && mkdir -p /data/jsonFiles /data/anonymized_videos /data/jobs /data/.uploads \
- && chown -R 10001:10001 /data
+ && mkdir -p /jsonFiles /main/anonymized_videos /data/jobs /data/.uploads \
+ && ln -s /jsonFiles /data/jsonFiles \
+ && ln -s /main/anonymized_videos /data/anonymized_videos \
+ && chown -R 10001:10001 /jsonFiles /main /data
 COPY --from=build /opt/venv /opt/venv
 COPY docker/healthcheck.py /usr/local/bin/anonymizer-healthcheck
 COPY docker/api-entrypoint.sh /usr/local/bin/anonymizer-api-entrypoint
-USER 10001:10001
 WORKDIR /data
 EXPOSE 4343
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \

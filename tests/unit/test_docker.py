@@ -23,11 +23,15 @@ import argparse
 import copy
 import hashlib
 import importlib.util
+import itertools
 import json
+import os
 import posixpath
 import re
 import shlex
+import shutil
 import subprocess
+import tempfile
 import threading
 import tomllib
 from collections.abc import Iterator
@@ -48,8 +52,11 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SCHEMA_FILE = ROOT / "tests" / "data" / "compose-spec.json"
 SCHEMA_SHA256 = "0dc04bd346dcfee1b1419628fff79937bbf076925f298f272a2b490e2b112bac"
-BASE_PROFILES = {"cpu", "gpu"}  # each a whole stack
-PROFILES = {*BASE_PROFILES, "scale"}  # scale adds Redis and workers to either
+# The default stack (services of no profile: `docker compose up`) is the CPU one; `gpu` is a whole
+# stack of its own, started as `docker compose --profile gpu up api-gpu`; `scale` adds Redis and
+# workers to either.
+DEFAULT = "default"
+PROFILES = {"gpu", "scale"}
 API_PORT = 4343
 ROOT_USERS = {"root", "0"}
 RUN_FLAGS = re.compile(r"^(?:--\S+\s+)*")  # RUN --mount=... --network=... before the command
@@ -225,12 +232,28 @@ def dockerfiles() -> list[Path]:
 
 
 def service_profiles(service: dict) -> set[str]:
-    return set(service.get("profiles", []))
+    return set(service.get("profiles", [])) or {DEFAULT}
+
+
+def stack(services: dict, entry: str) -> dict[str, dict]:
+    """What `docker compose up ENTRY` starts: the service and what it depends on, transitively."""
+    found, todo = {}, [entry]
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found[name] = services[name]
+            depends = services[name].get("depends_on", {})
+            todo += list(depends if isinstance(depends, list) else depends.keys())
+    return found
 
 
 def healthcheck_words(service: dict) -> list[str]:
+    """The health check's command line, a shell's leading VAR=value assignments left out."""
     test = service["healthcheck"]["test"]
-    return test[1:] if isinstance(test, list) else shlex.split(test)
+    if isinstance(test, str) or test[0] == "CMD-SHELL":
+        words = shlex.split(test if isinstance(test, str) else test[1])
+        return list(itertools.dropwhile(lambda word: re.fullmatch(r"[A-Z_]+=.*", word), words))
+    return test[1:]
 
 
 def healthcheck_url(service: dict) -> str:
@@ -288,10 +311,15 @@ def test_schema_check_catches_mistakes():
     assert any("ports" in error for error in errors), errors
 
 
-def test_every_service_is_in_a_known_profile_and_has_a_healthcheck():
-    for name, service in load_compose()["services"].items():
-        assert service_profiles(service), f"{name}: no profile, so it would start with every profile"
-        assert service_profiles(service) <= PROFILES, f"{name}: unknown profile {service['profiles']}"
+def test_every_service_is_in_the_default_stack_or_a_known_profile_and_has_a_healthcheck():
+    services = load_compose()["services"]
+    assert {name for name, s in services.items() if service_profiles(s) == {DEFAULT}} == {
+        "api",
+        "detection",
+        "segmentation",
+    }, "a plain `docker compose up` starts the CPU stack, and only it"
+    for name, service in services.items():
+        assert service_profiles(service) <= PROFILES | {DEFAULT}, f"{name}: unknown profile {service['profiles']}"
         assert service.get("healthcheck", {}).get("test"), f"{name}: no healthcheck"
         port = healthcheck_port(service)
         if port is None:
@@ -300,18 +328,21 @@ def test_every_service_is_in_a_known_profile_and_has_a_healthcheck():
             assert port in listens_on(service), f"{name}: its healthcheck probes {port}, not a port it exposes"
 
 
-def test_each_profile_has_the_api_on_4343_and_its_inference_servers():
+def test_each_stack_has_the_api_on_4343_and_its_inference_servers():
+    """The default stack and the GPU one each publish one API on 4343, on the host's loopback unless
+    ANONYMIZER_API_PUBLISH says otherwise, and tell the API where it is published (the check that
+    asks for keys judges that address, not the container's 0.0.0.0)."""
     services = load_compose()["services"]
-    for profile in BASE_PROFILES:
-        active = {name: s for name, s in services.items() if profile in service_profiles(s)}
-        published = [
-            name for name, s in active.items() if any(str(p).startswith(f"{API_PORT}:") for p in s.get("ports", []))
-        ]
-        assert len(published) == 1, f"profile {profile}: one service should publish {API_PORT}, got {published}"
+    default = {name: s for name, s in services.items() if service_profiles(s) == {DEFAULT}}
+    for active in (default, stack(services, "api-gpu")):
+        published = [name for name, s in active.items() if s.get("ports")]
+        assert len(published) == 1, f"one service should publish {API_PORT}, got {published}"
         api = active[published[0]]
         assert api["environment"]["ANONYMIZER_API_PORT"] == str(API_PORT)
-        assert f"{API_PORT}:{API_PORT}" in api["ports"]
-        assert len(active) > 1, f"profile {profile}: no inference server"
+        assert api["ports"] == [f"${{ANONYMIZER_API_PUBLISH:-127.0.0.1}}:{API_PORT}:{API_PORT}"]
+        assert api["environment"]["ANONYMIZER_API_PUBLISHED_HOST"] == "${ANONYMIZER_API_PUBLISH:-127.0.0.1}"
+        assert api["environment"]["ANONYMIZER_API_ALLOW_ANONYMOUS_REMOTE"].endswith(":-false}")
+        assert len(active) > 1, "no inference server"
 
 
 def test_depends_on_stays_inside_each_profile():
@@ -321,6 +352,8 @@ def test_depends_on_stays_inside_each_profile():
         depends = service.get("depends_on", {})
         for dependency in depends if isinstance(depends, list) else depends.keys():
             assert dependency in services, f"{name} depends on the unknown service {dependency}"
+            if service_profiles(services[dependency]) == {DEFAULT}:
+                continue  # the default stack always starts
             assert service_profiles(service) <= service_profiles(services[dependency]), (
                 f"{name} ({service['profiles']}) depends on {dependency} ({services[dependency]['profiles']})"
             )
@@ -338,22 +371,21 @@ def test_gpu_service_reserves_an_nvidia_gpu():
         assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices), devices
 
 
-def test_api_keeps_jsonfiles_and_videos_in_named_volume_folders():
-    """jsonFiles is a folder volume: the API replaces the registry file by a rename in that folder."""
+def test_api_keeps_bmws_folders_and_reaches_them_from_its_data_folder():
+    """BMW's bind mounts (`./jsonFiles:/jsonFiles`, the videos under /main) hold the registry and the
+    results; the image links them into the data folder, and the CPU stack mounts this folder's."""
     compose = load_compose()
-    all_images = images()
+    api_image = images()["api"]
+    links = [i.arguments for i in api_image.final if i.keyword == "RUN" and "ln -s" in i.arguments]
+    assert links and "ln -s /jsonFiles /data/jsonFiles" in links[0]
+    assert "ln -s /main/anonymized_videos /data/anonymized_videos" in links[0]
     for name, service in compose["services"].items():
         if "ANONYMIZER_API_PORT" not in service.get("environment", {}):
             continue
-        data_dir = service["environment"].get("ANONYMIZER_API_DATA_DIR") or env_of(all_images[name].final).get(
-            "ANONYMIZER_API_DATA_DIR"
-        )
+        assert service["environment"]["ANONYMIZER_API_DATA_DIR"] == "/data"
         mounts = dict(reversed(volume.split(":")[:2]) for volume in service["volumes"])
-        for folder in ("jsonFiles", "anonymized_videos"):
-            source = mounts.get(f"{data_dir}/{folder}")
-            assert source, f"{name}: {data_dir}/{folder} is not a volume"
-            assert not source.startswith((".", "/")), f"{name}: {folder} should be a named volume, not a bind mount"
-            assert source in compose["volumes"], f"{name}: volume {source} is not declared"
+        assert "/jsonFiles" in mounts and mounts["/main/anonymized_videos"] == "./anonymized_videos", name
+    assert compose["services"]["api"]["volumes"][0] == "./jsonFiles:/jsonFiles"
 
 
 def test_registry_seeds_name_the_servers_of_their_profile():
@@ -378,7 +410,7 @@ def test_registry_seeds_name_the_servers_of_their_profile():
             assert parts.port in listens_on(server), f"{url}: {parts.hostname} does not expose {parts.port}"
             assert parts.hostname in service.get("depends_on", {}), f"{name} does not wait for {parts.hostname}"
         seeded += 1
-    assert seeded == len(BASE_PROFILES)
+    assert seeded == 2  # the CPU stack's API and the GPU one
 
 
 def test_scale_workers_share_the_apis_storage_and_broker():
@@ -498,8 +530,13 @@ def test_images_that_install_the_project_copy_all_of_it(image: Image):
 def test_images_run_as_non_root_with_a_healthcheck(image: Image):
     final = image.final
     users = [i.arguments.split(":")[0] for i in final if i.keyword == "USER"]
-    assert users, f"{image.name()}: no USER, so it runs as root"
-    assert users[-1] not in ROOT_USERS, f"{image.name()}: runs as {users[-1]}"
+    if not users:  # root only in an entrypoint that drops it before the command runs (tested below)
+        entrypoint = exec_form(next(i.arguments for i in final if i.keyword == "ENTRYPOINT"))
+        script = next(c for c in image.instructions if c.keyword == "COPY" and entrypoint[-1] in c.arguments)
+        source = ROOT / script.arguments.split()[0]
+        assert "exec setpriv --reuid=" in source.read_text(), f"{image.name()}: no USER, so it runs as root"
+    else:
+        assert users[-1] not in ROOT_USERS, f"{image.name()}: runs as {users[-1]}"
     healthchecks = [i.arguments for i in final if i.keyword == "HEALTHCHECK"]
     assert healthchecks, f"{image.name()}: no HEALTHCHECK"
     assert healthchecks[-1].upper() != "NONE"
@@ -606,23 +643,76 @@ def test_healthcheck_script(status_server, monkeypatch, capsys):
     assert healthcheck.main(["healthcheck.py"]) == 2
 
 
-def run_entrypoint(data_dir: Path, seed: Path) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "ANONYMIZER_API_DATA_DIR": str(data_dir), "ANONYMIZER_URL_SEED": str(seed)}
-    command = ["sh", str(ROOT / "docker" / "api-entrypoint.sh"), "sh", "-c", "echo started"]
-    return subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=30)
+def run_entrypoint(
+    data_dir: Path, seed: Path, command: tuple[str, ...] = ("echo started",)
+) -> subprocess.CompletedProcess:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "ANONYMIZER_API_DATA_DIR": str(data_dir),
+        "ANONYMIZER_URL_SEED": str(seed),
+        "BMW_JSONFILES": str(data_dir / "jsonFiles"),
+        "BMW_VIDEOS": str(data_dir / "anonymized_videos"),
+    }
+    script = ["sh", str(ROOT / "docker" / "api-entrypoint.sh"), "sh", "-c", *command]
+    return subprocess.run(script, env=env, capture_output=True, text=True, check=True, timeout=30)
 
 
-def test_api_entrypoint_seeds_the_registry_once(tmp_path):
-    seed = ROOT / "docker" / "url_configuration.cpu.json"
-    registry = tmp_path / "jsonFiles" / "url_configuration.json"
-    assert run_entrypoint(tmp_path, seed).stdout == "started\n"
-    assert json.loads(registry.read_text()) == json.loads(seed.read_text())
+SEED = ROOT / "docker" / "url_configuration.cpu.json"
+
+
+@pytest.fixture
+def open_folder() -> Iterator[Path]:
+    """A folder any user may enter, holding a copy of the seed: run as root, the entrypoint goes on
+    as another user (pytest's own folders are root's alone)."""
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        folder.chmod(0o755)
+        shutil.copyfile(SEED, folder / "seed.json")
+        (folder / "seed.json").chmod(0o644)
+        yield folder / "data"
+
+
+def test_api_entrypoint_seeds_the_registry_once(open_folder):
+    seed, registry = open_folder.parent / "seed.json", open_folder / "jsonFiles" / "url_configuration.json"
+    assert run_entrypoint(open_folder, seed).stdout == "started\n"
+    assert json.loads(registry.read_text()) == json.loads(SEED.read_text())
     registry.write_text('{"urls": ["http://elsewhere:8000/"]}')  # what /set_url left there
-    assert run_entrypoint(tmp_path, seed).stdout == "started\n"
+    assert run_entrypoint(open_folder, seed).stdout == "started\n"
     assert json.loads(registry.read_text()) == {"urls": ["http://elsewhere:8000/"]}
     assert [p.name for p in registry.parent.iterdir()] == ["url_configuration.json"]
 
 
-def test_api_entrypoint_without_a_seed_leaves_the_registry_to_the_api(tmp_path):
-    assert run_entrypoint(tmp_path, tmp_path / "missing.json").stdout == "started\n"
-    assert not (tmp_path / "jsonFiles" / "url_configuration.json").exists()
+def test_api_entrypoint_seeds_bmws_empty_registry_but_not_one_the_service_emptied(open_folder):
+    """This folder's jsonFiles holds BMW's `{"urls": []}`, bind-mounted by compose: the seed goes
+    there. Once /remove_all_urls emptied it (the service writes a servers section), it stays empty."""
+    seed, registry = open_folder.parent / "seed.json", open_folder / "jsonFiles" / "url_configuration.json"
+    registry.parent.mkdir(parents=True)
+    registry.write_text((ROOT / "jsonFiles" / "url_configuration.json").read_text())
+    run_entrypoint(open_folder, seed)
+    assert json.loads(registry.read_text()) == json.loads(SEED.read_text())
+    registry.write_text('{"urls": [], "servers": {}}')
+    run_entrypoint(open_folder, seed)
+    assert json.loads(registry.read_text()) == {"urls": [], "servers": {}}
+
+
+def test_api_entrypoint_without_a_seed_leaves_the_registry_to_the_api(open_folder):
+    assert run_entrypoint(open_folder, open_folder / "missing.json").stdout == "started\n"
+    assert not (open_folder / "jsonFiles" / "url_configuration.json").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the entrypoint's switch of user needs root, as in the container")
+def test_api_entrypoint_runs_the_service_as_the_owner_of_bmws_bind_mount(open_folder):
+    """Started as root, it runs the command as whoever owns the bind-mounted jsonFiles, hands
+    the folders Docker created as root to that user, and leaves other users' folders alone."""
+    tmp_path = open_folder
+    json_files, videos, elsewhere = tmp_path / "jsonFiles", tmp_path / "anonymized_videos", tmp_path / "jobs"
+    json_files.mkdir(parents=True)
+    os.chown(json_files, 12345, 12345)
+    videos.mkdir()  # as Docker creates a missing host folder of a bind mount: root's
+    ran = run_entrypoint(tmp_path, tmp_path / "missing.json", ("id -u; id -g; id -G",))
+    assert ran.stdout.split() == ["12345", "12345", "12345"]
+    assert (videos.stat().st_uid, elsewhere.stat().st_uid) == (12345, 12345)
+    os.chown(json_files, 0, 0)  # not mounted, or root's: the service user
+    os.chown(videos, 23456, 23456)  # somebody's own folder: not taken from them
+    ran = run_entrypoint(tmp_path, tmp_path / "missing.json", ("id -u",))
+    assert ran.stdout.split() == ["10001"] and videos.stat().st_uid == 23456
