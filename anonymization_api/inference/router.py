@@ -84,9 +84,11 @@ class InferenceRouter:
 
     def replica_order(self, servers: tuple[ServerInfo, ...], model: str) -> list[ServerInfo]:
         """Servers offering `model` in the order to try them: available ones taking turns, then the rest
-        but those whose address the URL policy refuses now (never tried: see `ServerInfo.refused`)."""
-        up = [server for server in servers if server.available]
-        down = [server for server in servers if not server.available and not server.refused]
+        that this process discovered before; never one whose address the URL policy refuses now (see
+        `ServerInfo.refused`) nor one not discovered by this process (`ServerInfo.discovered`)."""
+        usable = [server for server in servers if server.discovered and not server.refused]
+        up = [server for server in usable if server.available]
+        down = [server for server in usable if not server.available]
         if up:
             turn = self._turns.get(model, 0)
             self._turns[model] = turn + 1
@@ -115,7 +117,7 @@ class InferenceRouter:
             raise InferenceTimeout(str(failure)) from failure
         if isinstance(failure, BrokenContract | InferenceError):
             raise InferenceError(str(failure)) from failure
-        refused = "".join(f"; {s.url} {s.error}" for s in target.servers if s.refused)
+        refused = "".join(f"; {s.url} {s.error}" for s in target.servers if s.refused or not s.discovered)
         raise InferenceUnavailable(str(failure or f"no usable replica of model {target.model.name}{refused}"))
 
     def _failed(self, server: ServerInfo, error: InferenceError) -> None:

@@ -211,7 +211,7 @@ async def _discover_oip(url: str, session: Session, given: dict[str, ModelInfo])
             logger.warning(
                 "%s: model %s declares no task and labels; give them at /set_url (form field 'models')", url, name
             )
-    return ServerInfo(url, Protocol.OIP, models, available=True, given=given)
+    return ServerInfo(url, Protocol.OIP, models, available=True, given=given, discovered=True)
 
 
 async def _discover_bmw(url: str, session: Session, data: dict[str, Any]) -> ServerInfo:
@@ -228,7 +228,7 @@ async def _discover_bmw(url: str, session: Session, data: dict[str, Any]) -> Ser
             logger.warning("%s: BMW model %s lists no usable labels; left out", url, name)
         else:
             models[name] = model
-    return ServerInfo(url, Protocol.BMW, models, available=True)
+    return ServerInfo(url, Protocol.BMW, models, available=True, discovered=True)
 
 
 def _data(status: int, content: bytes) -> Any:

@@ -39,6 +39,10 @@ class ServerInfo:
     given: dict[str, ModelInfo] = field(default_factory=dict)
     # The URL policy refuses its address now (its name resolves elsewhere): no request goes there.
     refused: bool = False
+    # This process discovered the server and found what this entry says. An entry read from the file
+    # or the shared registry is only a claim (anyone who can write Redis can write one): no image goes
+    # to a server before this process has checked its address against the policy and discovered it.
+    discovered: bool = False
 
     def describe(self) -> ServerDescription:
         return ServerDescription(

@@ -13,6 +13,12 @@ version counter that every change increments. Every API replica and worker re-re
 counter has moved (`sync`, before each request), so `/set_url` on one replica is seen by all. A
 change takes a Redis lock and re-reads first, so two replicas' changes never overwrite each other.
 On first start the key is seeded from the file.
+
+What is read back, from the file or from Redis, is a claim, not a registration: whoever can write
+the key can add a URL the policy refuses, with a record offering any model. So an entry read is
+"not checked yet" and receives nothing until this process has discovered it (`ServerInfo.discovered`:
+the URL policy checks its address first, then its models are read from the server itself); the
+router never sends an image to an entry that is not discovered.
 """
 
 import asyncio
@@ -114,9 +120,7 @@ class Registry:
             server = content.record(url, raw).info(url)
             previous = known.get(url)
             if previous is not None and (previous.models, previous.protocol) == (server.models, server.protocol):
-                server = previous  # what this process knows of its availability stays
-            elif self._redis is not None:
-                server.available = True  # the replica that registered it had just reached it
+                server = previous  # what this process found of it stays
             self._servers[url] = server
         if ignored:
             logger.warning(
@@ -233,7 +237,7 @@ class Registry:
                     # say other things (a model's labels or task) is not believed until registered again.
                     if previous.available or previous.error != redefined:
                         logger.warning("inference server %s is not trusted: %s", server.url, redefined)
-                    previous.available, previous.error = False, redefined
+                    previous.available, previous.error, previous.discovered = False, redefined, False
                 elif server.available:
                     if not previous.available:
                         logger.info("inference server %s is available", server.url)

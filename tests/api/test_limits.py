@@ -12,15 +12,18 @@ from anonymization_api.main import create_app
 from anonymization_api.settings import ApiSettings
 from tests.support.api import LOOPBACK, face_entry
 from tests.support.images import encode, grace_hopper
-from tests.support.listeners import silent_port
+from tests.support.listeners import OIP_READY, Listener, never, oip_model, wait_discovered
 from tests.support.videos import make_video
+
+INFER = "POST /v2/models/centerface/infer"
 
 
 @pytest.fixture(scope="module")
 def hanging():
-    """An inference server's address that takes connections and never answers."""
-    with silent_port() as port:
-        yield f"http://127.0.0.1:{port}/"
+    """An inference server that answers discovery and never answers an inference call."""
+    defaults = {"score_threshold": 0.1}
+    with Listener({**OIP_READY, **oip_model("centerface", defaults=defaults), INFER: never}) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,7 @@ def api(tmp_path_factory, hanging):
         shared_memory=False,
     )
     with TestClient(create_app(settings), base_url=LOOPBACK) as client:
+        wait_discovered(client, hanging)  # nothing is sent to a server before it is discovered
         yield client
 
 

@@ -1,8 +1,9 @@
 """Metrics and request ids of the API and of an inference server, in-process
 (`TestClient(create_app(settings))`): what /metrics counts and how X-Request-ID is answered.
 
-The API's registry is seeded with a detection server on a closed port, so that a valid request
-reaches the inference router and fails there (503) without anything running."""
+The API's registry is seeded with a detection server that is discovered and then hangs up on every
+inference call, so that a valid request reaches the inference router and fails there (503) without
+anything running."""
 
 import json
 import re
@@ -18,21 +19,26 @@ from inference_common.server import create_app as create_inference_app
 from inference_common.settings import ServerSettings
 from tests.support.api import LOOPBACK, face_entry
 from tests.support.images import encode, grace_hopper
+from tests.support.listeners import OIP_READY, Listener, hang_up, oip_model, wait_discovered
 from tests.support.metrics import sample as sample_of
-from tests.support.servers import free_port
 
-DETECTION = f"http://127.0.0.1:{free_port()}/"
-SERVERS = {DETECTION: {"protocol": "oip", "models": {"centerface": {"task": "detection", "labels": ["face"]}}}}
 CONFIG = json.dumps({"sensitive_info": [face_entry()]})
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory) -> Iterator[TestClient]:
+def detection() -> Iterator[str]:
+    with Listener({**OIP_READY, **oip_model("centerface"), "POST /v2/models/centerface/infer": hang_up}) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory, detection) -> Iterator[TestClient]:
     data = tmp_path_factory.mktemp("api-data")
     (data / "jsonFiles").mkdir()
-    (data / "jsonFiles" / "url_configuration.json").write_text(json.dumps({"urls": [DETECTION], "servers": SERVERS}))
+    (data / "jsonFiles" / "url_configuration.json").write_text(json.dumps({"urls": [detection]}))
     settings = ApiSettings(data_dir=data, discovery_timeout_s=0.5, rediscover_interval_s=60, inference_timeout_s=5)
     with TestClient(create_app(settings), base_url=LOOPBACK) as client:
+        wait_discovered(client, detection)
         yield client
 
 
@@ -69,8 +75,8 @@ def test_rejected_requests_are_counted_by_reason(api):
     assert sample(api, "anonymizer_http_requests_total", method="POST", status="413") >= 1
 
 
-def test_a_failed_inference_is_timed_with_its_outcome_and_the_503_counted(api):
-    call = {"server": DETECTION, "model": "centerface", "outcome": "unreachable"}
+def test_a_failed_inference_is_timed_with_its_outcome_and_the_503_counted(api, detection):
+    call = {"server": detection, "model": "centerface", "outcome": "unreachable"}
     before = sample(api, "anonymizer_inference_duration_seconds_count", **call)
     unavailable = sample(api, "anonymizer_rejected_requests_total", reason="unavailable")
     response = api.post("/anonymize", files={"image": ("a.png", encode(grace_hopper())), "configuration": CONFIG})

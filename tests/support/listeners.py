@@ -79,11 +79,29 @@ def hang_up(out: BinaryIO) -> None:
     """Accept the request and close the connection without an answer."""
 
 
+def never(out: BinaryIO) -> None:
+    """Accept the request and never answer (the connection stays open while the listener runs)."""
+    time.sleep(3600)
+
+
+def wait_discovered(client: Any, url: str) -> None:
+    """Poll an in-process API's /servers until `url` has been discovered (in the background, at start)."""
+    for _ in range(200):
+        if any(s["url"] == url and s["available"] for s in client.get("/servers").json()["data"]):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{url} was not discovered")
+
+
 OIP_READY = {"GET /v2/health/ready": answer_json(200, b""), "POST /v2/repository/index": answer_json(200, [])}
 
 
-def oip_model(name: str, task: str = "detection", labels: tuple[str, ...] = ("face",)) -> dict[str, Answer]:
+def oip_model(
+    name: str, task: str = "detection", labels: tuple[str, ...] = ("face",), defaults: dict | None = None
+) -> dict[str, Answer]:
     parameters = {"task": {"string_value": task}, "labels": {"string_value": json.dumps(list(labels))}}
+    if defaults:
+        parameters["defaults"] = {"string_value": json.dumps(defaults)}
     return {
         "POST /v2/repository/index": answer_json(200, [{"name": name, "state": "READY"}]),
         f"GET /v2/models/{name}/config": answer_json(200, {"name": name, "parameters": parameters}),
@@ -94,7 +112,7 @@ class Listener:
     """`answers` maps "METHOD /path" to an Answer; others are 404. `requests` holds each request's
     "METHOD /path", and `hosts` its Host header, in the order they came."""
 
-    def __init__(self, answers: Mapping[str, Answer] | None = None) -> None:
+    def __init__(self, answers: Mapping[str, Answer] | None = None, host: str = "127.0.0.1") -> None:
         self.answers = dict(answers or {})
         self.requests: list[str] = []
         self.hosts: list[str] = []
@@ -116,10 +134,10 @@ class Listener:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client had enough
                     listener.answers.get(key, answer_json(404, {"error": "not found"}))(self.wfile)
 
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server = socketserver.ThreadingTCPServer((host, 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/"
+        self.url = f"http://{host}:{self.port}/"
 
     def __enter__(self) -> "Listener":
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

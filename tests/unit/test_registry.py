@@ -41,7 +41,7 @@ def test_what_discovery_found_survives_a_restart(tmp_path):
     (server,) = registry_at(path).servers()
     assert server.protocol is Protocol.OIP and server.models == {"centerface": model}
     assert server.given == {"ovms_face": given}
-    assert not server.available  # known, but checked again before it is used
+    assert not server.available and not server.discovered  # known, but discovered again before it is used
 
 
 def test_a_server_record_without_task_is_rediscovered_not_a_crash(tmp_path):
@@ -105,13 +105,14 @@ def test_a_server_whose_labels_change_is_not_believed_until_registered_again(tmp
 
     async def discover(found_url, given, limits, policy):
         model = ModelInfo("centerface", Task.DETECTION, now["labels"])
-        return ServerInfo(found_url, Protocol.OIP, {"centerface": model}, available=True)
+        return ServerInfo(found_url, Protocol.OIP, {"centerface": model}, available=True, discovered=True)
 
     monkeypatch.setattr(store, "discover", discover)
     now["labels"] = ("background",)  # it says its face model finds something else now
     asyncio.run(registry.refresh())
     (server,) = registry.servers()
     assert not server.available and "changed since it was registered" in server.error
+    assert not server.discovered  # not even tried last, in case it is back: it is not what was registered
     assert server.models["centerface"].labels == ("face",)  # what was registered is kept
     asyncio.run(registry.add(url))  # an administrator accepts the change
     (server,) = registry.servers()

@@ -24,7 +24,7 @@ def reachable_servers(monkeypatch):
 
     async def discover(url, given, limits, policy):
         model = ModelInfo("centerface", Task.DETECTION, ("face",))
-        return ServerInfo(url, Protocol.OIP, {"centerface": model}, available=True)
+        return ServerInfo(url, Protocol.OIP, {"centerface": model}, available=True, discovered=True)
 
     monkeypatch.setattr(registry_store, "discover", discover)
 

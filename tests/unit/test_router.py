@@ -63,7 +63,7 @@ def setup(tmp_path, script, timeout_s: float = 5.0):
     registry = Registry(tmp_path / "url_configuration.json", 1)
     servers = []
     for url in script:
-        server = ServerInfo(url, Protocol.OIP, {MODEL.name: MODEL}, available=True)
+        server = ServerInfo(url, Protocol.OIP, {MODEL.name: MODEL}, available=True, discovered=True)
         registry._servers[url] = server
         servers.append(server)
     stand_in = ScriptedServers(script)
@@ -190,3 +190,17 @@ def test_a_server_the_url_policy_refuses_now_is_never_called(tmp_path):
     with pytest.raises(InferenceUnavailable, match="link-local"):
         run(router, target)
     assert servers.calls == []
+
+
+def test_an_entry_this_process_has_not_discovered_is_never_called(tmp_path):
+    """Read from the file or the shared registry: a claim, whatever its record says it offers."""
+    router, target, servers = setup(tmp_path, {"http://claimed/": "ok", "http://b/": "ok"})
+    claimed = target.servers[0]
+    claimed.discovered = False
+    for _ in range(4):
+        assert run(router, target) == FOUND
+    assert servers.calls == ["http://b/"] * 4
+    target.servers[1].discovered = False
+    with pytest.raises(InferenceUnavailable, match="no usable replica"):
+        run(router, target)
+    assert servers.calls == ["http://b/"] * 4
