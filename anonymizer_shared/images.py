@@ -64,11 +64,17 @@ def read_image(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
                 return np.asarray(ImageOps.exif_transpose(image).convert("RGB")), file_format
             orientation = image.getexif().get(EXIF_ORIENTATION, 1)
             return (UPRIGHT[orientation](pixels) if orientation in UPRIGHT else pixels), file_format
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, before ours could read the size
+        most = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise ImageTooLarge(
+            f"the image has more than {most} pixels, more than the limit of {min(max_pixels, most)}; "
+            "downscale it or raise the server's max_image_pixels"
+        ) from exc
     except UnidentifiedImageError as exc:  # its message holds an object's repr, of no use to the sender
         raise InvalidImage(
             "the image could not be decoded (not a format that can be read); send a JPEG, PNG, WebP, BMP or TIFF"
         ) from exc
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"the image could not be decoded ({exc}); send a JPEG, PNG, WebP, BMP or TIFF") from exc
 
 

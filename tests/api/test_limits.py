@@ -2,8 +2,10 @@
 depth and numbers; image and video size; admission control (503 with Retry-After, not a wait)."""
 
 import json
+import struct
 import threading
 import time
+import zlib
 
 import pytest
 from fastapi.testclient import TestClient
@@ -81,6 +83,24 @@ def test_an_image_over_the_pixel_limit_is_413_before_decoding(api):
     big = encode(grace_hopper().repeat(3, axis=0).repeat(3, axis=1))  # 1536 x 1800
     answer = anonymize(api, {"sensitive_info": [face_entry()]}, big)
     assert answer.status_code == 413 and "downscale" in answer.json()["error"]
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares its size and holds no pixels: what a decompression bomb shows a decoder first."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [5000, 20000])  # 20000 x 20000 is beyond Pillow's own limit too
+def test_a_decompression_bomb_is_our_pixel_limits_413(api, side):
+    """Beyond Pillow's own limit it was a 400 "could not be decoded"."""
+    answer = anonymize(api, {"sensitive_info": [face_entry()]}, png_header(side, side))
+    assert answer.status_code == 413, answer.text
+    assert "limit of 1000000" in answer.json()["error"] and "max_image_pixels" in answer.json()["error"]
 
 
 def test_a_video_over_the_frame_size_limit_is_413_and_leaves_no_upload(api, tmp_path):
