@@ -191,8 +191,12 @@ async def _discover_oip(url: str, session: Session, given: dict[str, ModelInfo])
     status, content = await session.read("POST", "v2/repository/index", json={"ready": True})
     if status == 200:
         index = json.loads(content)
-        entries = [entry for entry in index if isinstance(entry, dict)] if isinstance(index, list) else []
-        names = _model_names(url, [entry.get("name") for entry in entries if entry.get("state", "READY") == "READY"])
+        if not isinstance(index, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("name"), str) for e in index
+        ):
+            # the protocol's index is a list of {"name": ..., "state": ...}: another shape is no such server
+            raise ValueError('its model index (POST v2/repository/index) is not a list of {"name": ...} objects')
+        names = _model_names(url, [entry["name"] for entry in index if entry.get("state", "READY") == "READY"])
     else:  # no repository extension (OpenVINO Model Server): the models named at registration
         candidates = _model_names(url, list(given))
         names = [name for name in candidates if await session.status("GET", f"v2/models/{_q(name)}/ready") == 200]

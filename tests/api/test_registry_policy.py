@@ -200,11 +200,24 @@ NESTED = b"[" * 100_000 + b"]" * 100_000
 
 
 @pytest.mark.parametrize(
+    "index",
+    [{"models": ["centerface"]}, ["centerface", 7, None], [{"name": ["x"]}, {"name": {"a": 1}}], [{"state": "READY"}]],
+)
+def test_a_wrongly_shaped_model_index_is_a_400(tmp_path, index):
+    """The README says so; it was a 200 with no models."""
+    with (
+        Listener({**OIP_READY, "POST /v2/repository/index": answer_json(200, index)}) as server,
+        api(tmp_path) as client,
+    ):
+        response = set_url(client, server.url)
+        assert response.status_code == 400
+        assert "answered discovery with unexpected content" in response.json()["error"]
+        assert "v2/repository/index" in response.json()["error"] and listed(client) == []
+
+
+@pytest.mark.parametrize(
     "answers",
     [
-        {"POST /v2/repository/index": answer_json(200, {"models": ["centerface"]})},
-        {"POST /v2/repository/index": answer_json(200, ["centerface", 7, None])},
-        {"POST /v2/repository/index": answer_json(200, [{"name": ["x"]}, {"name": {"a": 1}}])},
         {"POST /v2/repository/index": answer_json(200, NESTED)},
         {"POST /v2/repository/index": answer_json(200, b"not json")},
         {**oip_model("m"), "GET /v2/models/m/config": answer_json(200, ["parameters"])},
