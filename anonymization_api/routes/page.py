@@ -2,10 +2,12 @@
 shipped in the package, no build step and nothing fetched from elsewhere, so the page works offline."""
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -23,5 +25,14 @@ async def page() -> FileResponse:
     return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
 
 
+class PageFiles(StaticFiles):
+    """The page's files, each served with the page's policy: /static/index.html is the page too."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        return response
+
+
 def static_files() -> StaticFiles:
-    return StaticFiles(directory=STATIC)
+    return PageFiles(directory=STATIC)

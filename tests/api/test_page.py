@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from anonymization_api.main import create_app
-from anonymization_api.routes.page import STATIC
+from anonymization_api.routes.page import CONTENT_SECURITY_POLICY, STATIC
 from anonymization_api.settings import ApiSettings
 from tests.support.api import LOOPBACK
 from tests.support.servers import PROJECT_ROOT
@@ -34,6 +34,12 @@ def test_the_page_and_its_files(api):
     assert missing.status_code == 404 and missing.json()["success"] is False
     assert api.get("/docs").status_code == 200
     assert "/" not in api.get("/openapi.json").json()["paths"]  # the page is not part of the API
+
+
+def test_the_page_has_its_policy_wherever_it_is_served(api):
+    """/static/index.html is the same page as /, and had no policy."""
+    for path in ("/", "/static/index.html", "/static/app.js"):
+        assert api.get(path).headers["content-security-policy"] == CONTENT_SECURITY_POLICY, path
 
 
 def test_the_page_loads_nothing_from_elsewhere():
