@@ -58,6 +58,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         description="Hides faces, licence plates, text and persons in images and videos; "
         "a drop-in successor of the BMW Anonymization API.",
         lifespan=lifespan,
+        docs_url=None,  # served by routes.page from packaged files; ReDoc would load from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.keys = keys
@@ -69,6 +71,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(videos.router, dependencies=[Depends(require_user)])
     app.include_router(page.router)
     app.mount("/static", page.static_files(), name="static")
+    app.mount("/docs-assets", page.docs_files(), name="docs-assets")
     _add_error_handlers(app)
     origins = [origin.strip().rstrip("/") for origin in settings.cors_origins.split(",") if origin.strip()]
     app.add_middleware(SameOriginOnly, allowed=frozenset(origins), respond=_respond)

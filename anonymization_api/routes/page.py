@@ -1,11 +1,15 @@
 """The web page for people: GET / serves index.html, /static its script and style sheet. Plain files
-shipped in the package, no build step and nothing fetched from elsewhere, so the page works offline."""
+shipped in the package, no build step and nothing fetched from elsewhere, so the page works offline.
+/docs likewise: Swagger UI's files come from the pinned `swagger-ui-bundle` package, served under
+/docs-assets, not from a CDN that the air-gapped sites this runs in cannot reach."""
 
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse
+import swagger_ui_bundle
+from fastapi import APIRouter, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
@@ -36,3 +40,19 @@ class PageFiles(StaticFiles):
 
 def static_files() -> StaticFiles:
     return PageFiles(directory=STATIC)
+
+
+@router.get("/docs")
+async def docs(request: Request) -> HTMLResponse:
+    """Swagger UI, as FastAPI's own /docs, its scripts and styles from this service."""
+    return get_swagger_ui_html(
+        openapi_url=request.scope.get("root_path", "") + request.app.openapi_url,
+        title=f"{request.app.title} - Swagger UI",
+        swagger_js_url="docs-assets/swagger-ui-bundle.js",  # relative: right behind a proxy's path prefix too
+        swagger_css_url="docs-assets/swagger-ui.css",
+        swagger_favicon_url="docs-assets/favicon-32x32.png",
+    )
+
+
+def docs_files() -> StaticFiles:
+    return StaticFiles(directory=swagger_ui_bundle.swagger_ui_path)

@@ -1,6 +1,7 @@
 """The web page's files as the API serves them, in-process: the page at /, its script and style
 sheet under /static, its content security policy, and /docs beside it."""
 
+import re
 import tomllib
 from collections.abc import Iterator
 from fnmatch import fnmatch
@@ -40,6 +41,18 @@ def test_the_page_has_its_policy_wherever_it_is_served(api):
     """/static/index.html is the same page as /, and had no policy."""
     for path in ("/", "/static/index.html", "/static/app.js"):
         assert api.get(path).headers["content-security-policy"] == CONTENT_SECURITY_POLICY, path
+
+
+def test_the_documents_load_nothing_from_elsewhere(api):
+    """/docs loaded Swagger UI from a CDN, which the air-gapped sites this is for cannot reach."""
+    page = api.get("/docs")
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+    assert "http://" not in page.text and "https://" not in page.text
+    for asset in re.findall(r'(?:src|href)="([^"]+)"', page.text):
+        answer = api.get(f"/{asset}")
+        assert answer.status_code == 200 and answer.content, asset
+    assert api.get("/openapi.json").status_code == 200
+    assert api.get("/redoc").status_code == 404  # ReDoc has no packaged build: not offered
 
 
 def test_the_page_loads_nothing_from_elsewhere():
