@@ -33,9 +33,14 @@ from inference_detection.centerface import candidate_tiles
 
 STRIDE = 32  # the network's coarsest head: inputs are padded to a multiple of it
 NMS_IOU = 0.45  # Darknet's own
-CANDIDATE_SCORE = 0.05
+CANDIDATE_SCORE = 0.1
 PERSON = 0  # COCO class index; only persons are looked for again at the larger scale
-CANDIDATE_HEIGHT = 16.0  # network pixels: the smallest person the network still marks as a candidate
+CANDIDATE_HEIGHT = 28.0  # network pixels: the pedestrians of bus.jpg shrunk to this score 0.2-0.3, to 20 px nothing
+# Network pixels: a box taller than PIECES may be a piece of a larger object (YOLOv4-tiny's largest
+# anchor is 344x319 at its 416 training size); where one is seen, boxes up to LARGEST are kept from
+# that pass and larger ones come from a pass at the training size.
+PIECES = 288
+LARGEST = 208
 TILE = 128  # image pixels of a tile of the upscaled pass (each run with its margin)
 
 # label -> the COCO classes (as `coco.names` spells them) it hides
@@ -106,10 +111,17 @@ class YoloObjects(DetectionModel):
 
     def detect(self, image: np.ndarray, params: ObjectParams) -> np.ndarray:
         height, width = image.shape[:2]
-        first = min(1.0, max(params.input_size / max(width, height), CANDIDATE_HEIGHT / params.min_height))
-        net_input, factor = fit_and_pad(image, first, params.max_pixels, STRIDE)
+        whole = min(1.0, params.input_size / max(width, height))  # the network's own size: large objects
+        small = min(1.0, max(whole, CANDIDATE_HEIGHT / params.min_height))  # where min_height is a candidate
+        net_input, factor = fit_and_pad(image, small, params.max_pixels, STRIDE)
         dets, candidates = self._pass(net_input, factor, params)
         found = [dets]
+        tall = (dets[:, 3] - dets[:, 1]) * factor
+        if small > whole * 1.3 and (tall > PIECES).any():
+            # An object taller than the network's anchors comes apart in pieces: take it from a pass at
+            # the network's own size, and from this one only what is well inside the anchors' range.
+            net_input, whole_factor = fit_and_pad(image, whole, params.max_pixels, STRIDE)
+            found = [dets[tall <= LARGEST], self._pass(net_input, whole_factor, params)[0]]
         if params.upscale >= factor * 1.5 and len(candidates):
             found.append(self._upscaled(image, candidates, params))
         return self._answered(boxes.clip(per_class_nms(np.concatenate(found)), width, height))

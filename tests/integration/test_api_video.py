@@ -11,13 +11,14 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import httpx
 import numpy as np
 import pytest
 
 from anonymizer_tools.processes import anonymizer_command, wait_until_ready
 from tests.support.api import face_entry, wait_job
-from tests.support.images import region_change
+from tests.support.images import region_change, wheel_photo
 from tests.support.servers import FAST_REDISCOVERY, free_port, running
 from tests.support.videos import make_video, read_frames
 
@@ -341,3 +342,24 @@ def test_key_frames_hide_the_face_in_every_frame_between_them(api_url, tmp_path)
     assert_faces_hidden(source, frames)
     every, _, _ = read_frames(result(api_url, whole, tmp_path))
     assert_faces_hidden(source, every)
+
+
+def test_a_walking_person_is_hidden_in_every_frame(api_url, tmp_path):
+    """Persons go through key frames and tracking as faces do: a pedestrian of the wheel's bus.jpg
+    (the one on the left, with the street around) walks across the frame."""
+    crop = wheel_photo("bus.jpg")[370:920, 30:245]
+    walker = cv2.resize(crop, (round(crop.shape[1] * 200 / crop.shape[0]), 200), interpolation=cv2.INTER_AREA)
+    source = make_video(tmp_path / "person.mp4", frames=30, fps=15, size=(640, 360), audio=False, patch=walker)
+    entry = {"class_name": "person", "inference_type": "detection", "anonymization_technique": "blackening",
+             "anonymization_degree": 1}  # fmt: skip
+    response = submit(api_url, source.path, json.dumps({"sensitive_info": [entry]}))
+    assert response.status_code == 202, response.text
+    job = wait_job(api_url, response.json()["data"]["id"])
+    assert job["state"] == "done", job
+    frames, _, _ = read_frames(result(api_url, job, tmp_path))
+    decoded, _, _ = read_frames(source.path)
+    for index, (before, after) in enumerate(zip(decoded, frames, strict=True)):
+        x1, y1, x2, y2 = source.faces[index]  # the walker's place in that frame
+        person = (x1 + 15, y1 + 20, x2 - 15, y2 - 10)  # the person inside the crop's street margin
+        assert region_change(before, after, person) > 25, f"person visible in frame {index}"
+        assert region_change(before, after, (0, 0, 640, 30)) < 6  # the background above, far from the walker

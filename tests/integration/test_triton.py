@@ -20,7 +20,7 @@ from anonymizer_shared.wire import unpack_detections
 from anonymizer_tools.processes import anonymizer_command, stop, wait_until_ready
 from inference_triton.repository import served_models
 from tests.support.api import anonymize, face_entry, infer, wait_job
-from tests.support.images import astronaut, encode, grace_hopper, iou, text_image
+from tests.support.images import astronaut, encode, grace_hopper, iou, text_image, wheel_photo
 from tests.support.servers import PROJECT_ROOT, free_port
 from tests.support.tritonserver import check_tritonserver, fetch_tritonserver
 from tests.support.videos import make_video
@@ -96,6 +96,18 @@ def test_finds_the_same_faces_and_text_as_our_cpu_servers(triton_url, detection_
     theirs = infer(triton_url, "ppocr_text_seg", page[None], True)[wire.OUTPUT_LABEL_MAP]
     assert theirs.shape == ours.shape == (1, *page.shape[:2]) and theirs.dtype == np.uint8
     assert (theirs == ours).mean() > 0.99 and theirs.any()
+
+
+def test_finds_the_same_persons_and_vehicles_as_our_cpu_server(triton_url, detection_url):
+    """The same ONNX network, built at `models fetch`, behind Triton and behind our server."""
+    for name in ("bus.jpg", "zidane.jpg"):
+        image = wheel_photo(name)[None]
+        ours = unpack_detections(infer(detection_url, "yolo", image, True))[0]
+        theirs = unpack_detections(infer(triton_url, "yolo", image, True))[0]
+        for found, other in ((ours, theirs), (theirs, ours)):
+            for det in found[found[:, 4] > 0.3]:  # the confident ones: both engines agree on them
+                same_class = other[other[:, 5] == det[5]]
+                assert max(iou(det[:4], box[:4]) for box in same_class) > 0.9
 
 
 def test_requests_of_different_sizes_and_a_bad_one_together(triton_url):

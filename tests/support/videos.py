@@ -47,11 +47,13 @@ def make_video(
     audio_codec: str = "aac",
     keyframe_interval: int | None = None,
     faded: frozenset[int] = frozenset(),
+    patch: np.ndarray | None = None,
 ) -> TestVideo:
     """`keyframe_interval`: a keyframe every so many frames (x264's default is 250); `faded`: frames
-    whose face is flattened to its mean colour, which the detector then misses."""
+    whose face is flattened to its mean colour, which the detector then misses; `patch`: what walks
+    across instead of the face (RGB)."""
     width, height = size
-    patch = face_patch(face_height)
+    patch = face_patch(face_height) if patch is None else patch
     scene = background(width, height)
     time_base = Fraction(1, 1000) if variable_rate else Fraction(1, fps)
     pictures, faces, timestamps = [], [], []

@@ -12,7 +12,7 @@ import pytest
 
 from anonymizer_shared.boxes import iou_matrix
 from inference_common import darknet
-from inference_common.engine import Engine, PixelFormat
+from inference_common.engine import Engine, OnnxRuntimeEngine, PixelFormat
 from inference_common.models import default_models_dir, fetch_models, yolo_paths
 from inference_detection.objects import decode
 
@@ -57,12 +57,14 @@ def test_every_layer_matches_opencv(files):
         assert np.abs(sampled - np.asarray(expected["values"])).max() < 0.02, index
 
 
+@pytest.mark.parametrize("engine", [Engine, OnnxRuntimeEngine], ids=["openvino", "onnxruntime"])
 @pytest.mark.parametrize("name", ["bus.jpg", "zidane.jpg"])
-def test_detections_on_the_wheels_photos_match_opencv(files, name):
-    """The served network (OpenVINO over the converted ONNX) and our decoding find what OpenCV 4.10 finds."""
+def test_detections_on_the_wheels_photos_match_opencv(files, name, engine):
+    """The served network (the converted ONNX on OpenVINO, as our CPU servers run it, and on ONNX Runtime,
+    as Triton does) and our decoding find what OpenCV 4.10 finds."""
     image = photo(files, name)
     height, width = image.shape[:2]
-    net_boxes, scores = Engine(files[2], PixelFormat(scale=255.0)).infer(stretched(image)[None])
+    net_boxes, scores = engine(files[2], PixelFormat(scale=255.0)).infer(stretched(image)[None])
     every_class = {coco: [] for coco in range(scores.shape[2])}
     ours = decode(net_boxes[0], scores[0], REFERENCE["threshold"], every_class)
     ours[:, [0, 2]] *= width / SIZE
