@@ -8,14 +8,15 @@ Each detection of a member class is answered twice, under its own label and unde
 an entry naming the union hides every member. Animals and objects are not offered: they identify
 no one.
 
-Small persons are what a whole-image pass misses: YOLOv4-tiny finds pedestrians down to about
-40 px of network input, so a pedestrian 30 px high in a frame shrunk to 416 px is lost. As in the
-CenterFace cascade, the first pass is read at a much lower score (`CANDIDATE_SCORE`) for small
-boxes, and a pass at `upscale` times the image's own size runs only on the tiles of the image
-holding such a candidate (the whole image where candidates are spread over most of it). The first
-pass sees the image at a scale of at least `CANDIDATE_HEIGHT / min_height`, so that a person of
-`min_height` pixels is there at least a candidate. Boxes from every pass and tile are merged by
-non-maximum suppression per class, so one person is one box.
+Small persons are what a pass at the network's own size (416 px) misses: YOLOv4-tiny scores a
+pedestrian covering 28 px of network input 0.2-0.3, one of 20 px not at all. So the first pass sees
+the image at the scale where a person of `min_height` px covers `CANDIDATE_HEIGHT` px (at least the
+416 px pass, at most the image's own size). As in the CenterFace cascade, that pass is also read at
+a lower score (`CANDIDATE_SCORE`) for small persons, and a pass at `upscale` times the image's own
+size runs only on the tiles holding such a candidate (the whole image where candidates are spread
+over most of it). An object much taller than the network's anchors comes apart in pieces at that
+scale, so where the first pass sees one, a pass at 416 px takes the large objects. Boxes from every
+pass and tile are merged by non-maximum suppression per class, so one person is one box.
 """
 
 from pathlib import Path
@@ -62,7 +63,11 @@ CLASSES: dict[str, tuple[str, ...]] = {
 class ObjectParams(ModelParams):
     score_threshold: float = Field(0.15, ge=0.0, le=1.0, description="minimum score (objectness x class probability)")
     input_size: int = Field(
-        416, ge=64, le=2048, description="longest side (px) of the network input of the whole-image pass"
+        416,
+        ge=64,
+        le=2048,
+        description="longest side (px) of the network input of the pass for large objects (the network's "
+        "training size); the first pass is never smaller",
     )
     min_height: float = Field(
         30.0,
