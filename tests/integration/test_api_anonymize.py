@@ -342,6 +342,9 @@ def test_bmw_person_entry_hides_the_person_and_only_around_it(api_url):
 
 def test_vehicle_hides_the_bus_and_person_leaves_it(api_url):
     """`vehicle` hides every vehicle class (the bus here); `person` alone leaves the bus's middle as it was."""
+    methods = httpx.get(f"{api_url}/available_methods", timeout=30).json()  # what BMW's clients and the page list
+    for label in ("person", "vehicle", "car", "bus", "truck", "motorcycle", "bicycle", "screen", "cell_phone"):
+        assert "yolo" in next(iter(methods[label]["detection"].values())), label
     source = wheel_photo("bus.jpg")
     entry = {**BMW_PERSON_ENTRY, "anonymization_technique": "pixelating"}
     entry.pop("model_name")
