@@ -34,7 +34,14 @@ def build_registry(settings: ApiSettings) -> Registry:
 
 
 def build_router(settings: ApiSettings, registry: Registry, metrics: ApiMetrics) -> InferenceRouter:
-    return InferenceRouter(registry, settings.inference_timeout_s, settings.shared_memory, metrics=metrics)
+    return InferenceRouter(
+        registry,
+        settings.inference_timeout_s,
+        settings.shared_memory,
+        metrics=metrics,
+        max_detections=settings.max_detections,
+        replica_failures=settings.replica_failures,
+    )
 
 
 def build_metrics(live_jobs: LiveJobs | None = None) -> ApiMetrics:

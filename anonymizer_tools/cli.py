@@ -189,9 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--ping-timeout-s", type=float, default=5.0)
     worker.set_defaults(handler=_worker)
 
-    from anonymizer_tools import batch, evaluation, triton_repo
+    from anonymizer_tools import batch, datasets, evaluation, triton_repo
 
     batch.add_command(commands)
+    datasets.add_command(commands)
     evaluation.add_command(commands)
     triton_repo.add_command(commands)
 

@@ -110,8 +110,25 @@ OTHER_VARIABLES = (
         "ANONYMIZER_URL_SEED",
         "unset",
         "a file",
-        "a `url_configuration.json` copied into the data folder on the first start, when it has none",
+        "a `url_configuration.json` copied into the data folder while the registry there lists no server "
+        "(missing, or BMW's empty file)",
         "the API's container entrypoint",
+    ),
+    OtherVariable(
+        "ANONYMIZER_API_PUBLISH",
+        "`127.0.0.1`",
+        "an address of the host",
+        "where `docker-compose.yml` publishes the API's port 4343; also passed to the API as "
+        "`ANONYMIZER_API_PUBLISHED_HOST`, so that beyond loopback it asks for keys",
+        "`docker-compose.yml`",
+    ),
+    OtherVariable(
+        "ANONYMIZER_REDIS_PASSWORD",
+        "unset (the API and workers then refuse to start)",
+        "a secret",
+        "the password of the `scale` profile's Redis; give it to the API too, in "
+        "`ANONYMIZER_BROKER_URL=redis://:PASSWORD@redis:6379/0`",
+        "`docker-compose.yml`",
     ),
     OtherVariable(
         "ANONYMIZER_TRITONSERVER_DIR",

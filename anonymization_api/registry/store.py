@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import redis
@@ -157,18 +157,31 @@ class Registry:
 
     @contextlib.asynccontextmanager
     async def _changing(self) -> AsyncIterator[None]:
-        """A change, serialised in this process and, shared, across processes (read afresh first)."""
+        """A change, serialised in this process and, shared, across processes (read afresh first).
+        A change that could not be written (a full disk) is undone here too: what is served is
+        what is stored."""
         async with self._lock:
             if self._redis is None:
-                yield
+                with self._undone_on_error():
+                    yield
                 return
             lock = self._redis.lock(f"{REDIS_KEY}:lock", timeout=30, thread_local=False)
             await asyncio.to_thread(lock.acquire)
             try:
                 await asyncio.to_thread(self._read_shared)
-                yield
+                with self._undone_on_error():
+                    yield
             finally:
                 await asyncio.to_thread(lock.release)
+
+    @contextlib.contextmanager
+    def _undone_on_error(self) -> Iterator[None]:
+        before = dict(self._servers)
+        try:
+            yield
+        except BaseException:
+            self._servers = before
+            raise
 
     def close(self) -> None:
         if self._redis is not None:

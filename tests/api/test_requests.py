@@ -136,6 +136,7 @@ def test_video_requests(api, tmp_path):
         "/anonymize_video", files={"video": ("notes.mp4", b"this is not a video"), "configuration": ("c.json", CONFIG)}
     )
     assert not_video.status_code == 400 and "could not be read" in not_video.json()["error"]
+    assert ".uploads" not in not_video.json()["error"] and "/" not in not_video.json()["error"]  # no server path
     missing = api.post("/anonymize_video", files={"configuration": ("c.json", CONFIG)})
     assert missing.status_code == 400 and "'video'" in missing.json()["error"]
     bad = [("keep_audio", "maybe"), ("detection_interval", "0"), ("hold_seconds", "9")]
