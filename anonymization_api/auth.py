@@ -154,6 +154,14 @@ _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer KEY")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: KEY")
 
 
+def request_key(request: Request) -> str | None:
+    """The key a request presents, read as `_caller` reads it, for routes open to all that tell admins more."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return request.headers.get("x-api-key")
+
+
 def _caller(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],

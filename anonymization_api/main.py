@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from anonymization_api.admission import Admission
-from anonymization_api.auth import KEYS_FIX, KeyRing, check_exposure, require_user
+from anonymization_api.auth import KEYS_FIX, KeyRing, check_exposure, require_admin, require_user
 from anonymization_api.composition import build_jobs, build_metrics, open_inference
 from anonymization_api.errors import AnonymisationError, InvalidConfiguration, is_storage_full
 from anonymization_api.routes import images, page, registry, videos
@@ -88,7 +88,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         per_path={path: video_limit for path in ("/jobs", "/jobs/", "/anonymize_video", "/anonymize_video/")},
         respond=_respond,
     )
-    add_observability(app, app.state.metrics)
+    add_observability(app, app.state.metrics, dependencies=[Depends(require_admin)])
     return app
 
 

@@ -170,7 +170,9 @@ class UrlList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
-    servers: dict[str, bool]
+    available: int = Field(description="registered inference servers that answer")
+    unavailable: int = Field(description="registered inference servers that do not, or are not trusted")
+    servers: dict[str, bool] = Field(description="each server's address and availability: for admins only")
 
 
 Side = Annotated[int, Field(ge=32, le=16384)]

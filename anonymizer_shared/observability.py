@@ -7,6 +7,8 @@ log line per request."""
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -118,14 +120,17 @@ def route_template(scope: Scope) -> str:
     return path.rstrip("/") or "/"  # BMW's clients use both spellings of a route: one label
 
 
-def add_observability(app: FastAPI, metrics: HttpMetrics) -> None:
+def add_observability(app: FastAPI, metrics: HttpMetrics, dependencies: Sequence[Any] = ()) -> None:
     """Put the request middleware on `app` (outermost of its own middleware, so it sees every
-    answer, the body limit's too) and serve `metrics.registry` at GET /metrics."""
+    answer, the body limit's too) and serve `metrics.registry` at GET /metrics, behind
+    `dependencies` (the API's admin check: its metrics name the inference servers)."""
 
     async def metrics_endpoint() -> Response:
         # in a thread: collectors may read a store (the API's job counts), which blocks
         body = await asyncio.to_thread(generate_latest, metrics.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    app.add_api_route(METRICS_PATH, metrics_endpoint, methods=["GET"], include_in_schema=False)
+    app.add_api_route(
+        METRICS_PATH, metrics_endpoint, methods=["GET"], include_in_schema=False, dependencies=list(dependencies)
+    )
     app.add_middleware(RequestObservability, metrics=metrics)

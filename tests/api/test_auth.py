@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from anonymization_api.auth import InvalidKeys, KeyRing, Role, check_exposure
 from anonymization_api.main import create_app
 from anonymization_api.settings import ApiSettings
+from tests.support.api import LOOPBACK
 from tests.support.images import encode, grace_hopper
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
@@ -123,3 +124,28 @@ def test_keys_file_and_bad_keys(tmp_path):
         KeyRing.from_settings("short", "", None)
     with pytest.raises(InvalidKeys, match="64 hexadecimal"):
         KeyRing.from_settings("sha256:abc", "", None)
+
+
+def test_health_tells_anyone_how_many_servers_answer_and_only_admins_where_they_are(tmp_path):
+    """The registry's addresses say where the original images go: /health and /metrics keep them for
+    admins, while a health check without a key still gets its answer."""
+    registry = tmp_path / "jsonFiles" / "url_configuration.json"
+    registry.parent.mkdir()
+    registry.write_text('{"urls": ["http://10.9.9.9:8081/"]}')
+    settings = ApiSettings(data_dir=tmp_path, admin_keys=ADMIN_KEY, user_keys=USER_KEY, rediscover_interval_s=3600)
+    with TestClient(create_app(settings), base_url=LOOPBACK) as client:
+        for headers in ({}, bearer(USER_KEY), bearer("not-a-key-at-all-123")):
+            answer = client.get("/health", headers=headers)
+            assert answer.status_code == 200 and "10.9.9.9" not in answer.text
+            assert answer.json()["data"] | {"status": "ok"} == {
+                "status": "ok",
+                "available": 0,
+                "unavailable": 1,
+                "servers": {},
+            }
+        admin = client.get("/health", headers=bearer(ADMIN_KEY)).json()["data"]
+        assert admin["servers"] == {"http://10.9.9.9:8081/": False}
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers=bearer(USER_KEY)).status_code == 403
+        scraped = client.get("/metrics", headers=bearer(ADMIN_KEY))
+        assert scraped.status_code == 200 and "anonymizer_http_requests_total" in scraped.text
