@@ -13,6 +13,7 @@ from anonymization_api.metrics import ApiMetrics
 from anonymization_api.registry import Registry
 from anonymization_api.settings import ApiSettings
 from anonymizer_shared.http import BodyTooLarge
+from anonymizer_shared.stages import stage
 
 
 def _settings(request: Request) -> ApiSettings:
@@ -42,7 +43,8 @@ MetricsDep = Annotated[ApiMetrics, Depends(_metrics)]
 async def _form(request: Request) -> AsyncIterator[FormData]:
     """The request's multipart form; its uploaded files are closed once the answer is done."""
     try:
-        form = await request.form(max_files=4, max_fields=32)
+        with stage("receive"):  # the upload arrives and is parsed here
+            form = await request.form(max_files=4, max_fields=32)
     except BodyTooLarge:
         raise  # answered as 413 by the body limit
     except Exception as exc:  # starlette raises its own parse errors for malformed multipart bodies

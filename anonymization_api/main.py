@@ -40,7 +40,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         # purpose slowly) must not hold the API's start-up; until discovered, servers show "not checked yet".
         async with open_inference(settings, app.state.metrics, discover=False) as inference:
             app.state.registry, app.state.router = inference.registry, inference.router
-            app.state.admission = Admission(settings.images_at_once, settings.images_waiting, settings.requests_per_key)
+            app.state.admission = Admission(
+                settings.images_at_once, settings.images_waiting, settings.requests_per_key, settings.pixels_at_once
+            )
             app.state.jobs = build_jobs(settings, inference)
             await asyncio.to_thread(app.state.jobs.recover)
             rediscovery = asyncio.create_task(inference.registry.keep_discovering(settings.rediscover_interval_s))

@@ -8,6 +8,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from anonymizer_shared.observability import LATENCY_BUCKETS, HttpMetrics
+from anonymizer_shared.stages import StageCollector
 
 # Queued and running video jobs by state; blocking (it may read a store): /metrics runs in a thread.
 LiveJobs = Callable[[], Mapping[str, int]]
@@ -33,6 +34,7 @@ class ApiMetrics(HttpMetrics):
         self.anonymize_in_flight = Gauge(
             "anonymizer_anonymize_in_flight", "POST /anonymize requests being served", registry=registry
         )
+        registry.register(StageCollector())  # the per-stage budget the benchmarks print
         if live_jobs is not None:  # a worker's metrics have no jobs of their own to count
             registry.register(JobsCollector(live_jobs))
 

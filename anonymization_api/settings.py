@@ -66,6 +66,12 @@ class ApiSettings(BaseSettings):
     # 36 MP holds an 8K frame (33 MP); the decoded image costs 3 bytes a pixel, several times over
     max_image_pixels: int = Field(36_000_000, ge=1, description="largest image, width x height")
     images_at_once: int = Field(4, ge=1, description="images anonymised at once; more wait")
+    pixels_at_once: int = Field(
+        48_000_000,
+        ge=1,
+        description="pixels of the images anonymised at once, summed: memory grows with pixels, not bytes (a "
+        "100 KB PNG can hold 36 MP); an image waits until its pixels fit, one larger than this runs alone",
+    )
     images_waiting: int = Field(16, ge=0, description="images that may wait; beyond it: 503 with Retry-After")
     requests_per_key: int = Field(8, ge=1, description="requests one API key may have in progress; beyond: 429")
     default_models: dict[str, str] = Field(

@@ -40,6 +40,18 @@ UPRIGHT = {
 EXIF_ORIENTATION = 0x0112
 
 
+def image_pixels(data: bytes) -> int:
+    """The pixels an image's header declares, read without decoding; 0 where the header cannot be
+    read (decoding then says why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            width, height = Image.open(io.BytesIO(data)).size
+    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return 0
+    return width * height
+
+
 def read_image(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
     """Like `decode_image`, also naming the file's format as Pillow does (JPEG, PNG, WEBP, ...).
 

@@ -4,10 +4,18 @@ it was trained on. OpenVINO folds that conversion (type, layout, channel order, 
 the compiled network, where it costs nothing beside the first layer's own reorder; done outside,
 with `cv2.dnn.blobFromImage`, it took 20-30 ms per 1080p frame.
 
-- `Engine` (OpenVINO, the default, CPU): networks such as CenterFace declare a fixed input size;
-  reshaping to the real size and compiling a static model runs faster on CPU than a dynamic one,
-  and an image size seen once (a video, a camera) is seen again, so compiled models are kept in
-  a small LRU cache keyed by shape.
+Image sizes: a collection of photos has hundreds of sizes, and preparing a network for a new input
+shape cost 150-300 ms a shape when each one was compiled on its own (a 1024x704 photo then runs in
+40 ms), with 5-10 MB kept per shape. So both engines pad every input, right and bottom with black,
+up to a *shape bucket* (`bucket_side`: a few sizes per octave, $ANONYMIZER_ENGINE_SIZES_PER_OCTAVE),
+and crop the network's spatial outputs back to the image; a fully convolutional network sees the
+black border it already saw when inputs were padded to a multiple of 32.
+
+- `Engine` (OpenVINO, the default, CPU): the network is compiled once with dynamic height and width.
+  A shape it has not run yet costs 20-35 ms of kernel preparation instead of a compilation, and the
+  prepared shapes are bounded ($ANONYMIZER_ENGINE_CACHED_SHAPES, OpenVINO's runtime cache), so memory
+  stays flat over any number of sizes. A network that cannot take dynamic shapes falls back to one
+  static compilation per bucket, kept in an LRU cache of the same bound.
 - `OnnxRuntimeEngine`: ONNX Runtime with the best provider it has (TensorRT, CUDA, then CPU), for
   GPUs, e.g. inside Triton. Every input and output dimension is made dynamic first.
 
@@ -19,6 +27,8 @@ $ANONYMIZER_INFERENCE_PRECISION names one (`f32` measures the AVX2 path on a bf1
 
 import os
 import threading
+import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cache
@@ -27,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 from openvino.preprocess import PrePostProcessor
+
+from inference_common.engine_settings import EngineSettings
 
 
 @dataclass(frozen=True)
@@ -76,38 +88,126 @@ def cpu_description() -> str:
     return f"CPU: {name}; OpenVINO capabilities: {capabilities}{limit}; inference precision: {inference_precision()}"
 
 
+MULTIPLE = 32  # every network here halves its input five times
+
+
+def bucket_side(side: int, sizes_per_octave: int) -> int:
+    """`side` (px) rounded up to its shape bucket: a multiple of 32 that is one of `sizes_per_octave`
+    sizes in its octave (e.g. 8: 512, 576, ... 960, then 1024, 1152, ...); 0: a multiple of 32 only."""
+    step = MULTIPLE
+    if sizes_per_octave:
+        octave = 1 << (max(1, side).bit_length() - 1)  # the power of two at or below `side`
+        step = max(MULTIPLE, -(-octave // sizes_per_octave // MULTIPLE) * MULTIPLE)
+    return -(-side // step) * step
+
+
+def bucket_shape(shape: tuple[int, ...], sizes_per_octave: int) -> tuple[int, ...]:
+    """The (B, H, W, 3) shape a batch of that shape is padded to."""
+    batch, height, width, channels = shape
+    return batch, bucket_side(height, sizes_per_octave), bucket_side(width, sizes_per_octave), channels
+
+
+def pad_to(images: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """(B, h, w, 3) placed top-left in black (B, H, W, 3): boxes in network pixels keep their coordinates."""
+    if images.shape == shape:
+        return np.ascontiguousarray(images)
+    padded = np.zeros(shape, images.dtype)
+    padded[:, : images.shape[1], : images.shape[2]] = images
+    return padded
+
+
+def spatial_crop(
+    output_shape: tuple[int, ...], padded: tuple[int, int], image: tuple[int, int]
+) -> tuple[int, int] | None:
+    """(rows, columns) of an output (B, C, h, w) that cover the image, for an output whose height and
+    width are the padded input's divided by one stride; None for any other output (YOLO's box lists)."""
+    if len(output_shape) != 4 or not output_shape[2] or not output_shape[3]:
+        return None
+    stride_y, stride_x = padded[0] / output_shape[2], padded[1] / output_shape[3]
+    if stride_y != stride_x or stride_y != int(stride_y) or padded[0] % output_shape[2]:
+        return None
+    stride = int(stride_y)
+    return -(-image[0] // stride), -(-image[1] // stride)
+
+
+def cropped(outputs: list[np.ndarray], padded: tuple[int, int], image: tuple[int, int]) -> list[np.ndarray]:
+    """The network's outputs with their spatial maps cut back to the image (copies, so nothing outlives a request)."""
+    result = []
+    for output in outputs:
+        crop = spatial_crop(output.shape, padded, image)
+        result.append(np.array(output if crop is None else output[:, :, : crop[0], : crop[1]]))
+    return result
+
+
+@dataclass
+class EngineStats:
+    """What one network has done: inferences and their seconds, and the input shapes it had to prepare."""
+
+    inferences: int = 0
+    seconds: float = 0.0
+    new_shapes: int = 0  # shapes prepared (compiled or given kernels), evicted ones counted again
+    shapes: int = 0  # shapes prepared and kept now
+
+
+def engine_settings() -> EngineSettings:
+    return EngineSettings()
+
+
 class Engine:
     """Runs one network on uint8 RGB batches with OpenVINO; thread-safe."""
 
     name = "openvino"
 
-    def __init__(self, model_path: Path, pixels: PixelFormat, device: str = "CPU", cache_size: int = 8) -> None:
+    def __init__(
+        self, model_path: Path, pixels: PixelFormat, device: str = "CPU", settings: EngineSettings | None = None
+    ) -> None:
         self._pixels = pixels
         self._device = device
-        self._cache_size = cache_size
-        self._compiled: OrderedDict[tuple[int, ...], ov.CompiledModel] = OrderedDict()
+        self._settings = settings or engine_settings()
         self._lock = threading.Lock()
         self._model = core().read_model(model_path)
         self.input_name = self._model.inputs[0].get_any_name()
+        self.network = Path(model_path).stem
+        self.stats = EngineStats()
+        self._dynamic: ov.CompiledModel | None = None
+        self._dynamic_failed = False
+        # shapes run (on the dynamic network) or compiled (static fallback), most recent last
+        self._shapes: OrderedDict[tuple[int, ...], ov.CompiledModel | None] = OrderedDict()
+        ENGINES.add(self)
+
+    def _config(self) -> dict[str, object]:
+        config: dict[str, object] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            # kernels prepared per input shape on a dynamic network: bounded, so memory stays flat
+            "CPU_RUNTIME_CACHE_CAPACITY": self._settings.cached_shapes,
+        }
+        if os.environ.get(PRECISION_ENV):
+            config["INFERENCE_PRECISION_HINT"] = inference_precision()
+        return config
+
+    def _compile(self, shape: list[object]) -> ov.CompiledModel:
+        model = self._model.clone()  # reshape a copy: the read model stays the template
+        model.reshape({self.input_name: ov.PartialShape(shape)})
+        return core().compile_model(self._with_pixel_input(model), self._device, self._config())
 
     def _compiled_for(self, shape: tuple[int, ...]) -> ov.CompiledModel:
         with self._lock:
-            compiled = self._compiled.get(shape)
-            if compiled is not None:
-                self._compiled.move_to_end(shape)
-                return compiled
-            model = self._model.clone()  # reshape a copy: the read model stays the template for other shapes
+            if shape in self._shapes:
+                self._shapes.move_to_end(shape)
+                return self._shapes[shape] or self._dynamic
+            self.stats.new_shapes += 1
+            if self._dynamic is None and not self._dynamic_failed:
+                try:
+                    self._dynamic = self._compile([-1, 3, -1, -1])
+                except RuntimeError:  # a network with fixed internal sizes: one compilation per bucket
+                    self._dynamic_failed = True
             batch, height, width, _ = shape
-            model.reshape({self.input_name: [batch, 3, height, width]})
-            model = self._with_pixel_input(model)
-            config = {"PERFORMANCE_HINT": "LATENCY"}
-            if os.environ.get(PRECISION_ENV):
-                config["INFERENCE_PRECISION_HINT"] = inference_precision()
-            compiled = core().compile_model(model, self._device, config)
-            self._compiled[shape] = compiled
-            if len(self._compiled) > self._cache_size:
-                self._compiled.popitem(last=False)
-            return compiled
+            compiled = None if self._dynamic is not None else self._compile([batch, 3, height, width])
+            self._shapes[shape] = compiled
+            if len(self._shapes) > self._settings.cached_shapes:
+                self._shapes.popitem(last=False)  # OpenVINO's runtime cache drops its kernels alike
+            self.stats.shapes = len(self._shapes)
+            return compiled or self._dynamic
 
     def _with_pixel_input(self, model: ov.Model) -> ov.Model:
         ppp = PrePostProcessor(model)
@@ -125,10 +225,20 @@ class Engine:
 
     def infer(self, images: np.ndarray) -> list[np.ndarray]:
         """Run the network on `images` (B, H, W, 3) uint8 RGB; returns the outputs in model order."""
-        images = np.ascontiguousarray(images)
-        request = self._compiled_for(tuple(images.shape)).create_infer_request()
-        request.infer({0: images}, share_inputs=True)  # no copy: the pixels outlive the call
-        return [np.array(tensor.data) for tensor in request.output_tensors]
+        started = time.perf_counter()
+        shape = bucket_shape(images.shape, self._settings.sizes_per_octave)
+        padded = pad_to(images, shape)
+        request = self._compiled_for(shape).create_infer_request()
+        request.infer({0: padded}, share_inputs=True)  # no copy: the pixels outlive the call
+        outputs = cropped([tensor.data for tensor in request.output_tensors], shape[1:3], images.shape[1:3])
+        with self._lock:
+            self.stats.inferences += 1
+            self.stats.seconds += time.perf_counter() - started
+        return outputs
+
+
+# Every network loaded in this process, for the servers' metrics (time in the networks, shapes prepared).
+ENGINES: "weakref.WeakSet[Engine | OnnxRuntimeEngine]" = weakref.WeakSet()
 
 
 ENGINE_ENV = "ANONYMIZER_ENGINE"
@@ -140,8 +250,18 @@ class OnnxRuntimeEngine:
 
     name = "onnxruntime"
 
-    def __init__(self, model_path: Path, pixels: PixelFormat, providers: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        pixels: PixelFormat,
+        providers: list[str] | None = None,
+        settings: EngineSettings | None = None,
+    ) -> None:
         self._pixels = pixels
+        self._settings = settings or engine_settings()
+        self._lock = threading.Lock()
+        self.network = Path(model_path).stem
+        self.stats = EngineStats()
         import onnx
         import onnxruntime
 
@@ -154,10 +274,19 @@ class OnnxRuntimeEngine:
         self._session = onnxruntime.InferenceSession(model.SerializeToString(), providers=chosen)
         self.input_name = self._session.get_inputs()[0].name
         self.providers = self._session.get_providers()
+        ENGINES.add(self)
 
     def infer(self, images: np.ndarray) -> list[np.ndarray]:
         """Run the network on `images` (B, H, W, 3) uint8 RGB; returns the outputs in model order."""
-        return self._session.run(None, {self.input_name: self._pixels.blob(images)})
+        # Buckets here too: TensorRT builds an engine per input shape.
+        started = time.perf_counter()
+        shape = bucket_shape(images.shape, self._settings.sizes_per_octave)
+        blob = self._pixels.blob(pad_to(images, shape))
+        outputs = cropped(self._session.run(None, {self.input_name: blob}), shape[1:3], images.shape[1:3])
+        with self._lock:
+            self.stats.inferences += 1
+            self.stats.seconds += time.perf_counter() - started
+        return outputs
 
 
 def make_engine(

@@ -166,9 +166,12 @@ def entry_regions(entry: PlannedEntry, result: np.ndarray, width: int, height: i
     return regions, audit
 
 
-def anonymise(image: np.ndarray, plan: Plan, results: Results, index: int) -> tuple[np.ndarray, list[EntryAudit]]:
-    """Hide every entry's regions in image `index` of the batch; returns a new image and the audit."""
-    output = image.copy()
+def anonymise(
+    image: np.ndarray, plan: Plan, results: Results, index: int, in_place: bool = False
+) -> tuple[np.ndarray, list[EntryAudit]]:
+    """Hide every entry's regions in image `index` of the batch; returns the image (a new one unless
+    `in_place`: a request that no longer needs the original saves a copy of it) and the audit."""
+    output = image if in_place else image.copy()
     height, width = image.shape[:2]
     audit = []
     for entry in plan.entries:

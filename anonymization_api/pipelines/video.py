@@ -18,6 +18,7 @@ is written (the join muxes the input's audio once).
 """
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from anonymization_api.pipelines.progress import Cancelled, Progress
 from anonymization_api.pipelines.segments import WHOLE, Window
 from anonymization_api.regions import box_regions, mask_regions
 from anonymization_api.tracking import BoxTracker
+from anonymizer_shared.stages import STAGES, stage
 from anonymizer_shared.wire import NO_DETECTIONS, Task
 
 __all__ = ["Cancelled", "Progress", "VideoOptions", "anonymise_video"]
@@ -113,7 +115,7 @@ async def anonymise_video(
     batch_size = (
         -(-options.batch_size // key_every) * key_every if options.detection_interval == 1 else options.batch_size
     )
-    decode = asyncio.create_task(asyncio.to_thread(reader.next_batch, batch_size))
+    decode = asyncio.create_task(asyncio.to_thread(_decoded, reader, batch_size))
     encode: asyncio.Task | None = None
     index, written, reached_stop = window.first, 0, False
     last_key: KeyDetections | None = None  # what the last key frame found, for the frames after it
@@ -121,7 +123,7 @@ async def anonymise_video(
     try:
         writer = await asyncio.to_thread(VideoWriter, dst, reader, info, options.encoder)
         while not reached_stop and (batch := await decode) is not None:
-            decode = asyncio.create_task(asyncio.to_thread(reader.next_batch, batch_size))
+            decode = asyncio.create_task(asyncio.to_thread(_decoded, reader, batch_size))
             if is_cancelled():
                 raise Cancelled()
             batch, reached_stop = window.select(batch)
@@ -130,14 +132,17 @@ async def anonymise_video(
                 if options.detection_interval > 1:
                     detected = [i for n, i in enumerate(group) if (index + n) % options.detection_interval == 0]
                     frames = [batch.frames[i] for i in detected]
-                    results = await localise(plan, frames, router, options.detection_size) if frames else {}
+                    with stage("detect", len(group)):
+                        results = await localise(plan, frames, router, options.detection_size) if frames else {}
                 else:
                     detected, frames = group, [batch.frames[i] for i in group]
                     if key_shape != frames[0].shape:
                         last_key, key_shape = None, frames[0].shape
-                    results, last_key = await localise_frames(
-                        plan, frames, router, options.detection_size, key_every, last_key
-                    )
+                    with stage("detect", len(group)):
+                        results, last_key = await localise_frames(
+                            plan, frames, router, options.detection_size, key_every, last_key
+                        )
+                tracked = time.perf_counter()
                 for frame_index in group:
                     pts = batch.pts[frame_index]
                     record = FrameRecord(index, pts, batch.frames[frame_index], window.writes(pts))
@@ -150,6 +155,7 @@ async def anonymise_video(
                         done = buffer.popleft()
                         del by_index[done.index]
                         ready.append(done)
+                STAGES.add("track", time.perf_counter() - tracked, len(group))
             ready = _written(ready, progress)
             written += len(ready)
             if encode is not None:
@@ -184,8 +190,19 @@ def _written(records: list[FrameRecord], progress: Progress) -> list[FrameRecord
     return kept
 
 
+def _decoded(reader: VideoReader, count: int) -> DecodedBatch | None:
+    started = time.perf_counter()
+    batch = reader.next_batch(count)
+    if batch is not None:
+        STAGES.add("decode", time.perf_counter() - started, len(batch.frames))
+    return batch
+
+
 def _render_and_write(writer: VideoWriter, records: list[FrameRecord], plan: Plan, audio: list) -> None:
-    writer.write([(render(record, plan), record.pts) for record in records], audio)
+    with stage("hide", len(records)):
+        frames = [(render(record, plan), record.pts) for record in records]
+    with stage("encode", len(records)):
+        writer.write(frames, audio)
 
 
 def _same_size_groups(batch: DecodedBatch) -> list[list[int]]:

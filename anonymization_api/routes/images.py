@@ -35,7 +35,9 @@ from anonymization_api.routes import (
 from anonymization_api.schemas import Envelope, ImageAudit
 from anonymization_api.settings import ApiSettings
 from anonymizer_shared.bmw import envelope
-from anonymizer_shared.images import read_image
+from anonymizer_shared.images import image_pixels, read_image
+from anonymizer_shared.memory import LARGE_IMAGE_PIXELS, trim
+from anonymizer_shared.stages import stage
 
 router = APIRouter(tags=["images"])
 
@@ -98,11 +100,16 @@ async def anonymize(
     the_plan = plan(content, registry, settings.default_models)  # every problem, before any inference
     requested_format = form_text(form, "output_format")
     # the costly part: bounded, then 503
-    async with request.app.state.admission.admit(caller.key_id):
-        with metrics.anonymize_in_flight.track_inprogress():
-            return await _anonymise(
-                image_bytes, the_plan, router, metrics, settings, requested_format, mode, quality, detection_size
-            )
+    pixels = image_pixels(image_bytes)  # from the header: what decoding it will cost
+    async with request.app.state.admission.admit(caller.key_id, pixels):
+        try:
+            with metrics.anonymize_in_flight.track_inprogress():
+                return await _anonymise(
+                    image_bytes, the_plan, router, metrics, settings, requested_format, mode, quality, detection_size
+                )
+        finally:
+            if pixels >= LARGE_IMAGE_PIXELS:  # its arrays are freed by now: give their pages back
+                await asyncio.to_thread(trim)
 
 
 async def _anonymise(
@@ -116,10 +123,13 @@ async def _anonymise(
     quality: int,
     detection_size: tuple[int, int] | None,
 ) -> Response:
-    image, input_format = await asyncio.to_thread(read_image, image_bytes, settings.max_image_pixels)
+    with stage("decode"):
+        image, input_format = await asyncio.to_thread(read_image, image_bytes, settings.max_image_pixels)
     output_format = OutputFormat.choose(input_format, requested_format)
-    results = await localise(the_plan, [image], router, detection_size)
-    anonymised, audit = await asyncio.to_thread(anonymise, image, the_plan, results, 0)
+    with stage("detect"):
+        results = await localise(the_plan, [image], router, detection_size)
+    with stage("hide"):
+        anonymised, audit = await asyncio.to_thread(anonymise, image, the_plan, results, 0, True)
     metrics.count_hidden((entry.class_name, len(entry.regions)) for entry in audit)
     answer = ImageAudit(
         width=image.shape[1], height=image.shape[0], detections=audit, warnings=the_plan.warnings or None
@@ -127,8 +137,10 @@ async def _anonymise(
     headers = warning_header(the_plan.warnings)
     if mode == "only":
         return JSONResponse(envelope(answer.model_dump(exclude_none=True)), headers=headers)
-    encoded = await asyncio.to_thread(encode_image, anonymised, output_format, quality)
+    with stage("encode"):
+        encoded = await asyncio.to_thread(encode_image, anonymised, output_format, quality)
     if mode == "include":
-        answer.media_type, answer.image = output_format.media_type, base64.b64encode(encoded).decode()
-        return JSONResponse(envelope(answer.model_dump(exclude_none=True)), headers=headers)
+        with stage("answer"):
+            answer.media_type, answer.image = output_format.media_type, base64.b64encode(encoded).decode()
+            return JSONResponse(envelope(answer.model_dump(exclude_none=True)), headers=headers)
     return Response(encoded, media_type=output_format.media_type, headers=headers)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from anonymizer_shared import wire
+from anonymizer_shared.stages import stage
 from anonymizer_shared.wire import HEADER_LENGTH, PROTOCOL_PARAMETERS
 from inference_common.errors import BadRequest, PayloadTooLarge
 from inference_common.server.runners import runner_of, runners
@@ -64,15 +65,19 @@ async def model_ready(request: Request, name: str, version: str = "1") -> dict[s
 @router.post("/v2/models/{name}/versions/{version}/infer")
 async def infer(request: Request, name: str, version: str = "1") -> Response:
     runner = runner_of(request, name)
-    body = await request.body()
-    header, binary = _split_body(body, request.headers.get(HEADER_LENGTH))
-    images = _read_image_tensor(header, binary, request.app.state.settings, request.app.state.shared_memory)
+    with stage("server receive"):
+        body = await request.body()
+    with stage("server parse"):
+        header, binary = _split_body(body, request.headers.get(HEADER_LENGTH))
+        images = _read_image_tensor(header, binary, request.app.state.settings, request.app.state.shared_memory)
     parameters = header.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise BadRequest("'parameters' must be a JSON object")
     model_parameters = {k: v for k, v in parameters.items() if k not in PROTOCOL_PARAMETERS}
-    outputs = await runner.predict(images, model_parameters)
-    return _infer_response(runner.model, header, outputs)
+    with stage("server model", len(images)):
+        outputs = await runner.predict(images, model_parameters)
+    with stage("server answer"):
+        return _infer_response(runner.model, header, outputs)
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes | memoryview]:

@@ -28,8 +28,21 @@ def api(tmp_path_factory, detection_url, segmentation_url):
         yield client
 
 
+def on_loopback(app):
+    """The app as reached on 127.0.0.1: schemathesis's client says `Host: testserver`, which the
+    service refuses without keys (the DNS-rebinding rule, tested on its own elsewhere)."""
+
+    async def reached(scope, receive, send):
+        if scope["type"] == "http":
+            headers = [(name, value) for name, value in scope["headers"] if name != b"host"]
+            scope = {**scope, "headers": [*headers, (b"host", b"127.0.0.1")]}
+        await app(scope, receive, send)
+
+    return reached
+
+
 def test_no_server_errors_and_answers_as_documented(api):
-    schema = schemathesis.openapi.from_asgi("/openapi.json", api.app)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", on_loopback(api.app))
     tried = []
     for result in schema.get_all_operations():
         operation = result.ok()

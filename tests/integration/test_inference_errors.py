@@ -66,14 +66,14 @@ def test_binary_size_mismatch_is_400(detection_url):
 
 def test_unknown_model_is_404_everywhere(detection_url):
     for response in (
-        infer_json(detection_url, "yolo", {"inputs": [image_tensor()]}),
-        httpx.get(f"{detection_url}/v2/models/yolo/config"),
-        httpx.get(f"{detection_url}/models/yolo/labels"),
+        infer_json(detection_url, "resnet", {"inputs": [image_tensor()]}),
+        httpx.get(f"{detection_url}/v2/models/resnet/config"),
+        httpx.get(f"{detection_url}/models/resnet/labels"),
     ):
         assert response.status_code == 404
         body = response.json()
         message = body["error"]
-        assert "unknown model 'yolo'" in message and "centerface" in message
+        assert "unknown model 'resnet'" in message and "centerface" in message
 
 
 def test_undecodable_image_is_400(detection_url):

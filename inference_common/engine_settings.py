@@ -1,0 +1,25 @@
+"""How the engines that run the networks handle image sizes (`inference_common.engine`); read where a
+network is loaded, in the OIP server and Triton's Python back end alike; every field can be set as
+ANONYMIZER_ENGINE_<FIELD>."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EngineSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ANONYMIZER_ENGINE_")
+
+    sizes_per_octave: int = Field(
+        8,
+        ge=0,
+        le=64,
+        description="network input sides are padded up to one of this many sizes per octave (8: at most 12.5 % "
+        "more pixels per side), so photos of any size reuse a few input shapes; 0 pads to a multiple of 32 only",
+    )
+    cached_shapes: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="input shapes whose prepared kernels each network keeps (about 4 MB each for CenterFace "
+        "at 1024x704); a shape beyond them is prepared again when it comes back",
+    )

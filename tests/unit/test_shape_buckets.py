@@ -1,0 +1,111 @@
+"""Photos of any size run on a few input shapes: inputs are padded to shape buckets, the network is
+prepared for each bucket once, memory stays flat over thousands of sizes, and a bucketed input
+finds what the exact one finds."""
+
+import numpy as np
+import pytest
+
+from inference_common.engine import Engine, PixelFormat, bucket_shape, bucket_side, cropped, spatial_crop
+from inference_common.engine_settings import EngineSettings
+from inference_common.models import CENTERFACE, PPOCR_DET, default_models_dir, yolo_paths
+from inference_common.ppocr import TextDetector
+from inference_detection.centerface import CenterFace
+from tests.support.images import GRACE_HOPPER_FACE, grace_hopper, iou, text_image
+
+
+def resident_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 2**20
+
+
+def test_a_bucket_holds_the_side_with_little_to_spare():
+    rng = np.random.default_rng(0)
+    for side in rng.integers(1, 8192, 5000).tolist():
+        bucket = bucket_side(side, 8)
+        assert bucket >= side and bucket % 32 == 0
+        assert bucket <= max(32, side * 1.125 + 32)  # at most one step of an eighth of an octave more
+    # 8 sizes per octave from 256 up: thousands of sides fall into a few dozen buckets
+    assert len({bucket_side(side, 8) for side in range(256, 4097)}) == 4 * 8 + 1
+    assert [bucket_side(side, 0) for side in (1, 32, 33, 1000)] == [32, 32, 64, 1024]
+
+
+def test_only_maps_with_the_input_grid_are_cropped():
+    assert spatial_crop((1, 1, 176, 256), (704, 1024), (683, 1024)) == (171, 256)  # CenterFace, stride 4
+    assert spatial_crop((1, 1, 704, 1024), (704, 1024), (683, 1000)) == (683, 1000)  # a text map, stride 1
+    assert spatial_crop((1, 2475, 4), (352, 480), (330, 470)) is None  # YOLO's box list: kept whole
+    outputs = cropped([np.ones((2, 3, 8, 10)), np.ones((2, 30, 4))], (32, 40), (30, 33))
+    assert [o.shape for o in outputs] == [(2, 3, 8, 9), (2, 30, 4)]
+
+
+@pytest.mark.parametrize(
+    "path, pixels",
+    [
+        (lambda d: CENTERFACE.path_in(d), PixelFormat()),
+        (lambda d: PPOCR_DET.path_in(d), PixelFormat(mean=127.5, scale=127.5, bgr=True)),
+        (lambda d: yolo_paths(d)[2], PixelFormat(scale=255.0)),
+    ],
+    ids=["centerface", "ppocr", "yolo"],
+)
+def test_every_network_answers_in_the_image_own_size(path, pixels):
+    engine = Engine(path(default_models_dir()), pixels, settings=EngineSettings(sizes_per_octave=8))
+    exact = Engine(path(default_models_dir()), pixels, settings=EngineSettings(sizes_per_octave=0))
+    images = np.random.default_rng(1).integers(0, 255, (2, 200, 296, 3), np.uint8)
+    # 200x296 runs as 224x320, but the maps come back for 200x296, as the exact shape gives them
+    for got, want in zip(engine.infer(images), exact.infer(images), strict=True):
+        assert got.shape[:2] == want.shape[:2]
+        if got.ndim == 4:
+            assert got.shape == want.shape
+
+
+def test_thousands_of_sizes_keep_the_shapes_and_the_memory_bounded():
+    engine = Engine(CENTERFACE.path_in(default_models_dir()), PixelFormat(), settings=EngineSettings(cached_shapes=64))
+    rng = np.random.default_rng(2)
+    sizes = {(int(h), int(w)) for h, w in rng.integers(40, 257, (3000, 2))}
+    assert len(sizes) > 2000
+    buckets = {bucket_shape((1, h, w, 3), 8)[1:3] for h, w in sizes}
+    assert len(buckets) == 49  # 7 x 7 bucket sides (64, 96, ... 256)
+    pixels = rng.integers(0, 255, (256, 256, 3), np.uint8)
+    for h, w in sorted(buckets):  # every bucket once: the network is prepared for each
+        engine.infer(pixels[None, :h, :w])
+    memory = resident_mb()
+    for h, w in sorted(sizes):
+        engine.infer(pixels[None, :h, :w])
+    assert engine.stats.new_shapes == len(buckets)  # thousands of sizes, no shape prepared again
+    assert engine.stats.shapes == len(buckets)
+    assert resident_mb() - memory < 40
+
+
+def test_the_prepared_shapes_are_bounded():
+    engine = Engine(CENTERFACE.path_in(default_models_dir()), PixelFormat(), settings=EngineSettings(cached_shapes=4))
+    pixels = np.zeros((1, 192, 192, 3), np.uint8)
+    for side in (64, 96, 128, 160, 192, 64):
+        engine.infer(pixels[:, :side, :side])
+    assert engine.stats.shapes == 4  # the least recently used shape was dropped ...
+    assert engine.stats.new_shapes == 6  # ... and prepared again when it came back
+
+
+def test_a_bucketed_photo_finds_what_the_exact_size_finds(monkeypatch):
+    monkeypatch.setenv("ANONYMIZER_INT8", "off")
+    image = grace_hopper()[:517, :389]  # 517x389 runs as 576x416 in its bucket
+    found = {}
+    for sizes in ("0", "8"):
+        monkeypatch.setenv("ANONYMIZER_ENGINE_SIZES_PER_OCTAVE", sizes)
+        model = CenterFace()
+        model.load(default_models_dir())
+        found[sizes] = model.detect(image, model.parse_params({"score_threshold": 0.5}))
+    exact, bucketed = found["0"], found["8"]
+    assert len(exact) == len(bucketed) == 1 and iou(exact[0, :4], GRACE_HOPPER_FACE) > 0.6
+    assert iou(exact[0, :4], bucketed[0, :4]) > 0.95
+    assert abs(exact[0, 4] - bucketed[0, 4]) < 0.03
+
+
+def test_a_bucketed_text_map_matches_the_exact_one(monkeypatch):
+    image, _ = text_image()
+    maps = {}
+    for sizes in ("0", "8"):
+        monkeypatch.setenv("ANONYMIZER_ENGINE_SIZES_PER_OCTAVE", sizes)
+        maps[sizes] = TextDetector(default_models_dir()).probability(image, 900)
+    assert maps["0"].shape == maps["8"].shape
+    text = maps["0"] > 0.3
+    assert text.mean() > 0.01
+    assert ((maps["8"] > 0.3) == text).mean() > 0.98
