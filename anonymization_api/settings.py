@@ -118,6 +118,13 @@ class ApiSettings(BaseSettings):
         description="a Celery worker renews a lease on the step it runs this often times three; a step whose lease "
         "lapses (its worker was lost) is sent to another worker",
     )
+    worker_metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="a Celery worker serves the Prometheus metrics of its pool's processes (inference calls per "
+        "server, model and outcome) on this port, at ANONYMIZER_API_HOST; 0: not served",
+    )
     video_encoder_threads: int = Field(
         0, ge=0, le=64, description="x264 threads per video; 0: half the CPUs, at least 1 (detection needs the rest)"
     )

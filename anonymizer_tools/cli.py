@@ -4,6 +4,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from anonymizer_shared.logs import LOG_FORMATS, configure_logging
@@ -99,16 +100,25 @@ def _worker_name(args: argparse.Namespace) -> str:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from anonymization_api.jobs.celery_mode import create_celery
     from anonymization_api.settings import ApiSettings
 
-    settings = _settings(ApiSettings, data_dir=args.data_dir, broker_url=args.broker)
+    settings = _settings(
+        ApiSettings, data_dir=args.data_dir, broker_url=args.broker, worker_metrics_port=args.metrics_port
+    )
     if not settings.broker_url:
         logging.getLogger("anonymizer").error("no broker: set ANONYMIZER_BROKER_URL=redis://host:port/0 or --broker")
         return 2
+    if settings.worker_metrics_port and not args.ping:
+        # Before prometheus_client is first imported: the pool's processes then count into files
+        # here, which this process serves summed.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="anonymizer-worker-metrics-")
+    from anonymization_api.jobs.celery_mode import create_celery, serve_pool_metrics
+
     app = create_celery(settings)
     if args.ping:  # a health check: does this machine's worker answer?
         return 0 if app.control.ping(destination=[_worker_name(args)], timeout=args.ping_timeout_s) else 1
+    if settings.worker_metrics_port:
+        serve_pool_metrics(settings.host, settings.worker_metrics_port)
     queues = args.queues or settings.celery_queue
     app.worker_main(
         [
@@ -185,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=1, help="jobs or segments at once (processes); default 1")
     worker.add_argument("--queues", default=None, help="comma-separated (default: $ANONYMIZER_API_CELERY_QUEUE)")
     worker.add_argument("--name", default=None, help="the worker's node name (default: anonymizer@<hostname>)")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics here (default: $ANONYMIZER_API_WORKER_METRICS_PORT, 0 off)",
+    )
     worker.add_argument("--ping", action="store_true", help="health check: exit 0 if this worker answers, else 1")
     worker.add_argument("--ping-timeout-s", type=float, default=5.0)
     worker.set_defaults(handler=_worker)

@@ -15,8 +15,10 @@ checks what it takes from Redis (records, running-step entries) before acting on
 """
 
 import asyncio
+import atexit
 import logging
 import os
+import shutil
 import socket
 import time
 from collections.abc import Callable, Coroutine
@@ -100,6 +102,20 @@ def _register_tasks(app: Celery, settings: ApiSettings) -> None:
         reaper = Reaper(_leases(settings), send)
         reaper.start()
         signals.worker_shutdown.connect(lambda **_: reaper.stop(), weak=False)
+
+
+def serve_pool_metrics(host: str, port: int) -> None:
+    """Serve, from this (the worker's main) process, the metrics its pool's processes write to
+    PROMETHEUS_MULTIPROC_DIR, summed; the folder goes when the worker stops."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=folder)
+    start_http_server(port, addr=host, registry=registry)
+    signals.worker_process_shutdown.connect(lambda pid=None, **_: mark_process_dead(pid or os.getpid()), weak=False)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
 
 def _queue(task) -> str:

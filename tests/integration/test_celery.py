@@ -22,7 +22,8 @@ from anonymizer_tools.processes import Worker, celery_worker, redis_server
 from tests.integration.test_api_video import FAST, assert_faces_hidden, result, submit
 from tests.support.api import face_entry, wait_job
 from tests.support.images import region_change
-from tests.support.servers import FAST_REDISCOVERY, running
+from tests.support.metrics import sample
+from tests.support.servers import FAST_REDISCOVERY, free_port, running
 from tests.support.videos import make_video, read_frames
 
 SEGMENTS = {"ANONYMIZER_API_VIDEO_SEGMENT_SECONDS": "1"}
@@ -278,3 +279,21 @@ def test_one_key_has_at_most_its_quota_of_jobs_on_the_workers(cluster, tmp_path)
     refused = answers[2]
     assert refused.status_code == 429 and "ANONYMIZER_API_JOBS_PER_KEY" in refused.json()["error"], refused.text
     assert cluster.leftovers() == []
+
+
+def test_a_worker_serves_the_metrics_of_its_pool(cluster, tmp_path):
+    """The worker's router counts its inference calls, as the API's does, and the worker serves
+    them summed over its pool's processes."""
+    port = free_port()
+    env = {**cluster.env, "ANONYMIZER_API_CELERY_QUEUE": "metered", "ANONYMIZER_API_WORKER_METRICS_PORT": str(port)}
+    api_env = {**cluster.env, "ANONYMIZER_API_CELERY_QUEUE": "metered"}
+    source = make_video(tmp_path / "metered.mp4", frames=12)
+    with (
+        celery_worker("metered@test", cluster.broker, cluster.data, tmp_path / "m.log", env, queues="metered"),
+        running(["serve-api", "--data-dir", str(cluster.data)], "/health", tmp_path / "api-m.log", env=api_env) as api,
+    ):
+        job = wait_job(api, submit(api, source.path, FAST).json()["data"]["id"])
+        assert job["state"] == "done", job
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    calls = sample(scraped, "anonymizer_inference_duration_seconds_count", model="centerface", outcome="ok")
+    assert calls >= 1, scraped[:2000]
