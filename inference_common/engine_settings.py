@@ -10,11 +10,12 @@ class EngineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ANONYMIZER_ENGINE_")
 
     sizes_per_octave: int = Field(
-        8,
+        16,
         ge=0,
         le=64,
-        description="network input sides are padded up to one of this many sizes per octave (8: at most 12.5 % "
-        "more pixels per side), so photos of any size reuse a few input shapes; 0 pads to a multiple of 32 only",
+        description="network input sides are padded up to one of this many sizes per octave (16: at most 6.25 % "
+        "more pixels per side, multiples of 32 below 1024 px and of 64 up to 2048, so 720p and 1080p frames get "
+        "none), so photos of any size reuse a few dozen input shapes; 0 pads to a multiple of 32 only",
     )
     cached_shapes: int = Field(
         64,

@@ -87,6 +87,14 @@ class CenterFaceParams(ModelParams):
         "small face (a cascade, much faster on images with few faces), or on the whole image",
     )
 
+    frame_pixels: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000_000,
+        description="pixels of the frame the image was cut from (a video's key-frame window): later passes are "
+        "skipped as they would be on that frame, so a window gets the passes its whole frame gets",
+    )
+
     _split_scales = field_validator("scales", mode="before")(parse_scales)
 
     @field_validator("scales")
@@ -118,9 +126,10 @@ class CenterFace(DetectionModel):
 
     def detect(self, image: np.ndarray, params: CenterFaceParams) -> np.ndarray:
         height, width = image.shape[:2]
+        pixels = params.frame_pixels or width * height
         found, candidates = [], np.zeros((0, 2), np.float32)
         for index, scale in enumerate(params.scales):
-            if index > 0 and width * height * scale * scale > params.max_pixels * 1.05:
+            if index > 0 and pixels * scale * scale > params.max_pixels * 1.05:
                 continue
             tiles = None
             if index > 0 and scale > 1.0 and params.upscaled_where == "candidates":

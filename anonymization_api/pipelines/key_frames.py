@@ -40,6 +40,7 @@ EDGE = 2  # window pixels: a box this near a window's edge inside the frame is c
 MERGE_IOU = 0.3  # detections of one face from overlapping windows, as CenterFace's own NMS counts them
 MAX_INTERVAL = 10  # frames, whatever rate a video's header claims
 WINDOWS_PER_CALL = 16  # windows sent in one inference request (a server's batch limit is 32 by default)
+FRAME_PIXELS = "frame_pixels"  # the model parameter that tells a model the size of the frame a window is cut from
 
 # Per detection call, what the last key frame of the previous group of frames found (frame pixels).
 KeyDetections = dict[tuple[str, str, str], np.ndarray]
@@ -220,10 +221,16 @@ async def _between_keys(
         found = await localise(only(plan, [key]), [frames[p] for p in whole], router, detection_size)
         for p, dets in zip(whole, found[key], strict=True):
             parts[p].append(np.concatenate([dets, np.zeros((len(dets), 1), np.float32)], axis=1))
+    parameters = plan.calls[key]
+    if FRAME_PIXELS in entry.model.defaults:
+        # A model that bounds its passes by the image's size (CenterFace's upscaled pass) runs on a
+        # window the passes the whole frame gets: the 2x pass on 256 px windows of a 1080p frame cost
+        # 5x the 1x pass there, for faces the whole frame is never asked to find.
+        parameters = {**parameters, FRAME_PIXELS: round(width * height * factor * factor)}
     for start in range(0, len(cuts), WINDOWS_PER_CALL):
         chunk = cuts[start : start + WINDOWS_PER_CALL]
         batch = await asyncio.to_thread(lambda chunk=chunk: np.stack([cut(frames[p], sq) for p, sq in chunk]))
-        answers = await router.infer(entry, batch, plan.calls[key])
+        answers = await router.infer(entry, batch, parameters)
         for (p, square), found in zip(chunk, answers, strict=True):
             parts[p].append(in_frame(found, square, width, height))
     for p in rest:

@@ -82,3 +82,18 @@ def test_a_face_on_a_tile_edge_is_found_once(detector, sparse_scene, monkeypatch
     found, _ = pixels_sent(detector, image, "candidates")
     on_it = [det for det in found if coverage(truth[0], det[:4]) > 0.7]
     assert len(on_it) == 1
+
+
+def test_a_window_of_a_large_frame_gets_the_passes_of_its_frame(detector):
+    window = grace_hopper()[:256, :256]
+    counted = []
+    infer = detector.engine.infer
+    detector.engine.infer = lambda batch: counted.append(batch.shape) or infer(batch)
+    try:
+        detector.detect(window, detector.parse_params({}))  # alone, small: 1x and 2x
+        passes_alone = len(counted)
+        counted.clear()
+        detector.detect(window, detector.parse_params({"frame_pixels": 1920 * 1080}))  # 2x skipped, as on 1080p
+    finally:
+        detector.engine.infer = infer
+    assert passes_alone == 2 and counted == [(1, 256, 256, 3)]

@@ -46,9 +46,10 @@ class BrightSquares:
         return np.asarray(rows, np.float32).reshape(-1, 6)
 
 
-def face_plan(tmp_path):
+def face_plan(tmp_path, defaults: dict | None = None):
     path = tmp_path / "url_configuration.json"
-    model = {"task": "detection", "labels": ["face"], "defaults": {"score_threshold": THRESHOLD}, "presets": {}}
+    defaults = {"score_threshold": THRESHOLD, **(defaults or {})}
+    model = {"task": "detection", "labels": ["face"], "defaults": defaults, "presets": {}}
     path.write_text(json.dumps({"urls": [URL], "servers": {URL: {"protocol": "oip", "models": {"centerface": model}}}}))
     registry = Registry(path, discovery_timeout_s=1)
     registry.load()
@@ -135,6 +136,17 @@ def test_frames_between_key_frames_are_detected_in_windows_around_the_faces(tmp_
     router.calls.clear()
     asyncio.run(localise_frames(the_plan, frames[:3], router, None, 3, last))
     assert router.calls[0][0][0] == 1
+
+
+def test_windows_tell_a_model_that_takes_it_the_size_of_their_frame(tmp_path):
+    # CenterFace skips its upscaled pass on a 1080p frame: told the frame's size, it skips it on the
+    # frame's windows too, instead of running it on every 256 px window
+    for defaults, expected in (({}, None), ({"frame_pixels": None}, 1280 * 720)):
+        router = BrightSquares()
+        asyncio.run(localise_frames(face_plan(tmp_path, defaults), moving_squares(9)[0], router, None, 3, None))
+        (_, key_parameters), (_, window_parameters) = router.calls
+        assert "frame_pixels" not in key_parameters
+        assert window_parameters.get("frame_pixels") == expected
 
 
 def test_scores_under_the_threshold_on_key_frames_open_windows_but_are_not_hidden(tmp_path):

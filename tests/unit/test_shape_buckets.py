@@ -21,11 +21,12 @@ def resident_mb() -> float:
 def test_a_bucket_holds_the_side_with_little_to_spare():
     rng = np.random.default_rng(0)
     for side in rng.integers(1, 8192, 5000).tolist():
-        bucket = bucket_side(side, 8)
+        bucket = bucket_side(side, 16)
         assert bucket >= side and bucket % 32 == 0
-        assert bucket <= max(32, side * 1.125 + 32)  # at most one step of an eighth of an octave more
-    # 8 sizes per octave from 256 up: thousands of sides fall into a few dozen buckets
-    assert len({bucket_side(side, 8) for side in range(256, 4097)}) == 4 * 8 + 1
+        assert bucket <= max(side + 32, side * 1.0625 + 64)  # at most one step of a sixteenth of an octave more
+    # 16 sizes per octave from 512 up: thousands of sides fall into a few dozen buckets
+    assert len({bucket_side(side, 16) for side in range(512, 4097)}) == 3 * 16 + 1
+    assert [bucket_side(side, 16) for side in (720, 1080, 1920)] == [736, 1088, 1920]  # video frames: no padding
     assert [bucket_side(side, 0) for side in (1, 32, 33, 1000)] == [32, 32, 64, 1024]
 
 
@@ -47,7 +48,7 @@ def test_only_maps_with_the_input_grid_are_cropped():
     ids=["centerface", "ppocr", "yolo"],
 )
 def test_every_network_answers_in_the_image_own_size(path, pixels):
-    engine = Engine(path(default_models_dir()), pixels, settings=EngineSettings(sizes_per_octave=8))
+    engine = Engine(path(default_models_dir()), pixels, settings=EngineSettings(sizes_per_octave=16))
     exact = Engine(path(default_models_dir()), pixels, settings=EngineSettings(sizes_per_octave=0))
     images = np.random.default_rng(1).integers(0, 255, (2, 200, 296, 3), np.uint8)
     # 200x296 runs as 224x320, but the maps come back for 200x296, as the exact shape gives them
@@ -62,7 +63,7 @@ def test_thousands_of_sizes_keep_the_shapes_and_the_memory_bounded():
     rng = np.random.default_rng(2)
     sizes = {(int(h), int(w)) for h, w in rng.integers(40, 257, (3000, 2))}
     assert len(sizes) > 2000
-    buckets = {bucket_shape((1, h, w, 3), 8)[1:3] for h, w in sizes}
+    buckets = {bucket_shape((1, h, w, 3), 16)[1:3] for h, w in sizes}
     assert len(buckets) == 49  # 7 x 7 bucket sides (64, 96, ... 256)
     pixels = rng.integers(0, 255, (256, 256, 3), np.uint8)
     for h, w in sorted(buckets):  # every bucket once: the network is prepared for each
@@ -86,14 +87,14 @@ def test_the_prepared_shapes_are_bounded():
 
 def test_a_bucketed_photo_finds_what_the_exact_size_finds(monkeypatch):
     monkeypatch.setenv("ANONYMIZER_INT8", "off")
-    image = grace_hopper()[:517, :389]  # 517x389 runs as 576x416 in its bucket
+    image = grace_hopper()[:517, :389]  # 517x389 runs as 544x416 in its bucket
     found = {}
-    for sizes in ("0", "8"):
+    for sizes in ("0", "16"):
         monkeypatch.setenv("ANONYMIZER_ENGINE_SIZES_PER_OCTAVE", sizes)
         model = CenterFace()
         model.load(default_models_dir())
         found[sizes] = model.detect(image, model.parse_params({"score_threshold": 0.5}))
-    exact, bucketed = found["0"], found["8"]
+    exact, bucketed = found["0"], found["16"]
     assert len(exact) == len(bucketed) == 1 and iou(exact[0, :4], GRACE_HOPPER_FACE) > 0.6
     assert iou(exact[0, :4], bucketed[0, :4]) > 0.95
     assert abs(exact[0, 4] - bucketed[0, 4]) < 0.03
@@ -102,10 +103,10 @@ def test_a_bucketed_photo_finds_what_the_exact_size_finds(monkeypatch):
 def test_a_bucketed_text_map_matches_the_exact_one(monkeypatch):
     image, _ = text_image()
     maps = {}
-    for sizes in ("0", "8"):
+    for sizes in ("0", "16"):
         monkeypatch.setenv("ANONYMIZER_ENGINE_SIZES_PER_OCTAVE", sizes)
         maps[sizes] = TextDetector(default_models_dir()).probability(image, 900)
-    assert maps["0"].shape == maps["8"].shape
+    assert maps["0"].shape == maps["16"].shape
     text = maps["0"] > 0.3
     assert text.mean() > 0.01
-    assert ((maps["8"] > 0.3) == text).mean() > 0.98
+    assert ((maps["16"] > 0.3) == text).mean() > 0.98

