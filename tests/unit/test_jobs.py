@@ -2,7 +2,6 @@
 restarts, and the one runtime's steps, over the real SQLite store and a real (tiny) video."""
 
 import asyncio
-import errno
 import functools
 import json
 import re
@@ -219,7 +218,10 @@ def test_a_restart_fails_interrupted_jobs_removes_their_files_and_keeps_finished
         done = await jobs.wait((await submit(jobs, data, name="done.mp4")).id)
         # What a killed process leaves: a job running and one queued, their uploads, partial files.
         store = jobs.store
-        for job_id, name, state in (("0" * 12, "running.mp4", JobState.RUNNING), ("1" * 12, "queued.mp4", JobState.QUEUED)):
+        for job_id, name, state in (
+            ("0" * 12, "running.mp4", JobState.RUNNING),
+            ("1" * 12, "queued.mp4", JobState.QUEUED),
+        ):
             source = upload(data, name)
             output = f"Anonymized_{name[:-4]}.mp4"
             store.create(JobRecord(job_id, None, name, source.name, output, {}, state))
