@@ -97,3 +97,18 @@ def test_a_window_of_a_large_frame_gets_the_passes_of_its_frame(detector):
     finally:
         detector.engine.infer = infer
     assert passes_alone == 2 and counted == [(1, 256, 256, 3)]
+
+
+@pytest.mark.parametrize("parameters", [{}, {"frame_pixels": 1920 * 1080}, {"scales": "1"}])
+def test_a_batch_finds_what_each_image_alone_finds(detector, parameters):
+    # the first pass of a batch (a video's key-frame windows) runs as one network call
+    image = grace_hopper()
+    windows = np.stack([image[:256, :256], image[100:356, 120:376], image[200:456, 50:306]])
+    params = detector.parse_params({"score_threshold": 0.3, **parameters})
+    batched = detector.predict(windows, params)
+    for i, window in enumerate(windows):
+        alone = detector.detect(window, params)
+        count = int(batched["num_dets"][i, 0])
+        assert count == len(alone)
+        np.testing.assert_allclose(batched["det_boxes"][i, :count], alone[:, :4], atol=0.5)
+        np.testing.assert_allclose(batched["det_scores"][i, :count], alone[:, 4], atol=0.01)
