@@ -37,7 +37,7 @@ def _settings(kind, **overrides):
 
 def _models_fetch(args: argparse.Namespace) -> int:
     from inference_common.errors import ModelFetchError
-    from inference_common.models import CATALOGUE, default_models_dir, fetch_models
+    from inference_common.models import CATALOGUE, default_models_dir, fetch_models, yolo_paths
     from inference_common.quantisation import quantise_centerface
 
     args.models_dir = args.models_dir or default_models_dir()
@@ -49,6 +49,9 @@ def _models_fetch(args: argparse.Namespace) -> int:
         return 1
     for model, path in zip(CATALOGUE, paths, strict=True):
         sys.stdout.write(f"{model.key:<12} {model.licence:<11} {path}\n")
+    network = yolo_paths(args.models_dir)[2]
+    if network.exists():  # built from the Darknet files above
+        sys.stdout.write(f"{'yolov4_tiny':<12} {'ONNX':<11} {network}\n")
     if int8:
         sys.stdout.write(f"{'centerface':<12} {'INT8':<11} {int8}\n")
     return 0
