@@ -207,17 +207,29 @@ def test_set_url_on_one_replica_is_seen_by_another(cluster, tmp_path, detection_
         assert httpx.get(f"{other}/list_urls").json()["data"]["urls"] == [registered]
 
 
+@contextlib.contextmanager
+def own_queue(cluster: Cluster, folder: Path, queue: str, **worker_settings: object) -> Iterator[str]:
+    """An API replica and a worker serving a queue of their own, the worker with `worker_settings`
+    (as ANONYMIZER_API_<NAME>), so that what one worker's settings change shows on its jobs alone."""
+    env = {**cluster.env, "ANONYMIZER_API_CELERY_QUEUE": queue}
+    worker_env = {**env, **{f"ANONYMIZER_API_{name.upper()}": str(value) for name, value in worker_settings.items()}}
+    with (
+        celery_worker(f"{queue}@test", cluster.broker, cluster.data, folder / f"{queue}.log", worker_env, queues=queue),
+        running(["serve-api", "--data-dir", str(cluster.data)], "/health", folder / f"api-{queue}.log", env=env) as api,
+    ):
+        yield api
+
+
+def run_job(api: str, path: Path) -> dict:
+    return wait_job(api, submit(api, path, FAST).json()["data"]["id"])
+
+
 def test_a_worker_enforces_its_allow_list_on_a_server_the_shared_registry_names(cluster, tmp_path, detection_url):
     """The API replica registered the detection server (127.0.0.1) in the shared registry; a worker
     whose ANONYMIZER_API_REGISTRY_ALLOW refuses it sends it nothing, and the job fails closed."""
-    env = {**cluster.env, "ANONYMIZER_API_CELERY_QUEUE": "restricted", "ANONYMIZER_API_REGISTRY_ALLOW": "10.9.8.0/24"}
-    api_env = {**cluster.env, "ANONYMIZER_API_CELERY_QUEUE": "restricted"}
     source = make_video(tmp_path / "allow.mp4", frames=12)
-    with (
-        celery_worker("restricted@test", cluster.broker, cluster.data, tmp_path / "r.log", env, queues="restricted"),
-        running(["serve-api", "--data-dir", str(cluster.data)], "/health", tmp_path / "api-r.log", env=api_env) as api,
-    ):
-        job = wait_job(api, submit(api, source.path, FAST).json()["data"]["id"])
+    with own_queue(cluster, tmp_path, "restricted", registry_allow="10.9.8.0/24") as api:
+        job = run_job(api, source.path)
     assert job["state"] == "failed", job
     assert "ANONYMIZER_API_REGISTRY_ALLOW" in job["error"] or "unavailable" in job["error"], job["error"]
     assert not (cluster.data / "anonymized_videos" / job["name"]).exists() and cluster.leftovers() == []
@@ -256,14 +268,9 @@ def test_a_job_record_written_into_redis_cannot_reach_files_outside_the_data_fol
 
 
 def test_a_worker_with_a_lower_pixel_limit_refuses_a_video_the_api_accepted(cluster, tmp_path):
-    env = {**cluster.env, "ANONYMIZER_API_CELERY_QUEUE": "small", "ANONYMIZER_API_MAX_VIDEO_PIXELS": str(320 * 240)}
-    api_env = {**cluster.env, "ANONYMIZER_API_CELERY_QUEUE": "small"}
     source = make_video(tmp_path / "big.mp4", frames=6, size=(640, 360))
-    with (
-        celery_worker("small@test", cluster.broker, cluster.data, tmp_path / "s.log", env, queues="small"),
-        running(["serve-api", "--data-dir", str(cluster.data)], "/health", tmp_path / "api-s.log", env=api_env) as api,
-    ):
-        job = wait_job(api, submit(api, source.path, FAST).json()["data"]["id"])
+    with own_queue(cluster, tmp_path, "small", max_video_pixels=320 * 240) as api:
+        job = run_job(api, source.path)
     assert job["state"] == "failed" and "640x360" in job["error"], job
     assert cluster.leftovers() == []
 
@@ -285,14 +292,9 @@ def test_a_worker_serves_the_metrics_of_its_pool(cluster, tmp_path):
     """The worker's router counts its inference calls, as the API's does, and the worker serves
     them summed over its pool's processes."""
     port = free_port()
-    env = {**cluster.env, "ANONYMIZER_API_CELERY_QUEUE": "metered", "ANONYMIZER_API_WORKER_METRICS_PORT": str(port)}
-    api_env = {**cluster.env, "ANONYMIZER_API_CELERY_QUEUE": "metered"}
     source = make_video(tmp_path / "metered.mp4", frames=12)
-    with (
-        celery_worker("metered@test", cluster.broker, cluster.data, tmp_path / "m.log", env, queues="metered"),
-        running(["serve-api", "--data-dir", str(cluster.data)], "/health", tmp_path / "api-m.log", env=api_env) as api,
-    ):
-        job = wait_job(api, submit(api, source.path, FAST).json()["data"]["id"])
+    with own_queue(cluster, tmp_path, "metered", worker_metrics_port=port) as api:
+        job = run_job(api, source.path)
         assert job["state"] == "done", job
         scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     calls = sample(scraped, "anonymizer_inference_duration_seconds_count", model="centerface", outcome="ok")
