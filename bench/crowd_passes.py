@@ -28,11 +28,11 @@ from inference_common.quantisation import describe_machine
 # name -> model parameters of the face entry ({}: the default)
 VARIANTS: dict[str, dict[str, Any]] = {
     "1x only": {"scales": "1"},
-    "1x + 2x where a candidate is unfound (default)": {},
-    "1x + 2x on every candidate's tiles": {"upscaled_where": "candidates"},
+    "1x + 2x where a candidate is unfound": {"upscaled_where": "unfound"},
+    "1x + 2x on every candidate's tiles (default)": {},
     "1x + 2x on the whole image": {"upscaled_where": "everywhere"},
-    "1x + 1.5x where a candidate is unfound": {"scales": "1,1.5"},
-    "1x + 2x where unfound, mirrored 2x": {"flip": "upscaled"},
+    "1x + 1.5x where a candidate is unfound": {"scales": "1,1.5", "upscaled_where": "unfound"},
+    "1x + 2x where unfound, mirrored 2x": {"flip": "upscaled", "upscaled_where": "unfound"},
 }
 RUNS = 2
 

@@ -15,9 +15,10 @@ on large frames (where small faces are rarely that small): 1920x1080 gets the 1x
 The upscaled pass is a cascade: the 1x pass's heat map, read at a much lower score
 (`CANDIDATE_SCORE`), says where a small face may be, and the 2x pass (with its mirror, where `flip`
 asks) runs only on the tiles of the image holding such a candidate; where candidates are spread over
-most of the image, the whole image is upscaled as before. By default (`upscaled_where: unfound`) a
-candidate inside a face the 1x pass found already marks nothing: on the 400 WIDER FACE train photos
-that cut the 2x pass's network time by 8 % at the same coverage (docs/benchmarks.md). The
+most of the image, the whole image is upscaled as before. With `upscaled_where: unfound` a candidate
+inside a face the 1x pass found already marks nothing: 8 % less network time on the 400 WIDER FACE
+train photos at the same coverage, but 3 % fewer faces found in the PETS video, so it is not the
+default (docs/benchmarks.md). The
 tiles overlap by more than half the largest face the upscaled pass keeps, and a face is taken from
 the tile its centre lies in, so no face is cut by a tile's edge.
 """
@@ -84,8 +85,8 @@ class CenterFaceParams(ModelParams):
         "faces come from the 1x pass, since the network places faces hundreds of pixels large less well",
     )
 
-    upscaled_where: Literal["unfound", "candidates", "everywhere"] = Field(
-        "unfound",
+    upscaled_where: Literal["candidates", "unfound", "everywhere"] = Field(
+        "candidates",
         description="where a pass at a scale above 1 runs: on the tiles where the first pass saw a candidate "
         "small face it did not find (unfound), or any candidate, found or not (a cascade, much faster on images "
         "with few faces), or on the whole image",
