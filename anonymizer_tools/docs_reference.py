@@ -299,7 +299,7 @@ def settings_section(cls: type) -> list[str]:
         default_cell = "required" if default is PydanticUndefined else value_text(default, name)
         description = field.description or FALLBACK_DESCRIPTIONS.get(name, "")
         cells = [variables, type_text(field.annotation), default_cell, range_text(field.annotation, field), description]
-        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+        lines.append(_row(cells))
     return [*lines, ""]
 
 
@@ -317,7 +317,7 @@ def _cell(text: str) -> str:
 
 
 def _row(*cells: str) -> str:
-    return "| " + " | ".join(_cell(cell) for cell in cells) + " |"
+    return _row(cells)
 
 
 def _header(*names: str) -> list[str]:
@@ -348,7 +348,7 @@ def environment_page() -> str:
     ]
     for variable in OTHER_VARIABLES:
         cells = [f"`{variable.name}`", variable.default, variable.values, variable.description, variable.read_by]
-        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+        lines.append(_row(cells))
     return "\n".join(lines) + "\n"
 
 
@@ -467,7 +467,7 @@ def operation_section(document: dict, path: str, method: str, operation: dict) -
                 _default(schema),
                 parameter.get("description") or _describe(schema),
             ]
-            lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+            lines.append(_row(cells))
         lines.append("")
     for content_type, content in operation.get("requestBody", {}).get("content", {}).items():
         schema = _resolve(document, content.get("schema", {}))
@@ -484,7 +484,7 @@ def operation_section(document: dict, path: str, method: str, operation: dict) -
                     _default(prop),
                     _describe(prop),
                 ]
-                lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+                lines.append(_row(cells))
             lines.append("")
     lines += ["| status | meaning | body |", "| --- | --- | --- |"]
     for status, response in operation.get("responses", {}).items():
@@ -492,13 +492,14 @@ def operation_section(document: dict, path: str, method: str, operation: dict) -
         for content_type, content in response.get("content", {}).items():
             schema = content.get("schema", {})
             kinds.append(f"`{content_type}`" + (f" {schema_type(document, schema)}" if schema else ""))
-        lines.append(
-            "| "
-            + " | ".join(_cell(cell) for cell in (status, response.get("description", ""), ", ".join(kinds)))
-            + " |"
-        )
+        lines.append(_row([status, response.get("description", ""), ", ".join(kinds)]))
     lines += ["", "```bash", example(method, path, operation, document), "```", ""]
     return lines
+
+
+def _row(cells: list[Any]) -> str:
+    """One row of a Markdown table."""
+    return "| " + " | ".join(_cell(cell) for cell in cells) + " |"
 
 
 def schema_section(document: dict, name: str, schema: dict) -> list[str]:
@@ -516,7 +517,7 @@ def schema_section(document: dict, name: str, schema: dict) -> list[str]:
                 "yes" if field_name in required else "no",
                 _describe(prop),
             ]
-            lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+            lines.append(_row(cells))
         lines.append("")
     elif "enum" in schema:
         lines += ["One of " + ", ".join(f"`{value}`" for value in schema["enum"]) + ".", ""]
@@ -590,7 +591,7 @@ def third_party_page() -> str:
             model.licence,
             f"`{model.sha256[:16]}…`",
         ]
-        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+        lines.append(_row(cells))
     lines += [
         "",
         "Made from these on the user's machine, never downloaded:",
