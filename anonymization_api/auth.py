@@ -13,7 +13,6 @@ otherwise, so BMW's clients keep working on the same machine without a key.
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,6 +23,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from anonymization_api.errors import AnonymisationError
+from anonymizer_shared.http import is_loopback_host
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def check_exposure(host: str, keys: KeyRing, allow_anonymous_remote: bool) -> No
     """Refuse to listen beyond loopback without keys, unless that was asked for explicitly."""
     if keys.enabled:
         return
-    if _is_loopback(host):
+    if is_loopback_host(host):
         logger.warning("no API keys configured: anyone on this machine may use the service; listening on %s", host)
         return
     if not allow_anonymous_remote:
@@ -136,15 +136,6 @@ def check_exposure(host: str, keys: KeyRing, allow_anonymous_remote: bool) -> No
             "or set ANONYMIZER_API_ALLOW_ANONYMOUS_REMOTE=true where a proxy in front authenticates"
         )
     logger.warning("no API keys configured and listening on %s: anonymous access from the network", host)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 # --- dependencies --------------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 """The anonymisation API's settings; every field can be set as ANONYMIZER_API_<FIELD>."""
 
-import ipaddress
 import os
 from functools import cache
 from pathlib import Path
@@ -11,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from anonymization_api.registry.url_policy import AllowList
 from anonymizer_shared.files import PROJECT_ROOT
+from anonymizer_shared.http import is_loopback_host
 
 
 class ApiSettings(BaseSettings):
@@ -139,7 +139,7 @@ class ApiSettings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError("the broker is Redis: redis://:PASSWORD@host:6379/0 (or rediss:// for TLS)")
-        if parts.scheme != "unix" and not parts.password and not _is_loopback(parts.hostname or ""):
+        if parts.scheme != "unix" and not parts.password and not is_loopback_host(parts.hostname or ""):
             raise ValueError(
                 f"the broker at {parts.hostname} is named without a password, and anyone who reaches that Redis "
                 "could rewrite jobs and the registry: start Redis with --requirepass and give it as "
@@ -176,15 +176,6 @@ class ApiSettings(BaseSettings):
     def jobs_db(self) -> Path:
         """The embedded mode's job records (SQLite)."""
         return self.data_dir / "jobs" / "jobs.sqlite3"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @cache

@@ -21,17 +21,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from anonymizer_tools.processes import peak_rss_mb, started
+from anonymizer_tools.processes import peak_rss_mb, resident_mb, started
 
 FACES = {"class_name": "face", "inference_type": "detection", "anonymization_technique": "blurring"}
 CONFIG = json.dumps({"sensitive_info": [{**FACES, "anonymization_degree": 1}]})
-
-
-def resident_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def measure(folder: Path, image: bytes, at_once: int, budget: int) -> dict[str, float]:

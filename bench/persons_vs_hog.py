@@ -24,6 +24,7 @@ images per second.
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from anonymizer_shared.images import read_image
 from anonymizer_tools.evaluation import EvaluationError, configuration_for, load_dataset, run_pass, tally
-from anonymizer_tools.processes import free_port, running, stop, wait_until_ready
+from anonymizer_tools.processes import free_port, resident_mb, running, stop, wait_until_ready
 from inference_common.models import PROJECT_ROOT, default_models_dir, fetch_models
 from inference_common.quantisation import describe_machine
 
@@ -110,28 +111,21 @@ def measure(api: str, server: str, model: str, dataset: Path) -> dict[str, Any]:
     }
 
 
-def resident_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def load_cost(dataset: Path) -> str:
     """What `yolo` adds to the detection server, measured in this process: start-up (reading the ONNX
     network) and memory, then the first image of the set (compiling the network for its sizes)."""
     from inference_detection.objects import YoloObjects
 
     image = read_image((dataset / load_dataset(dataset, 1)["images"][0]["file"]).read_bytes(), sys.maxsize)[0]
-    model, memory, start = YoloObjects(), resident_mb(), time.perf_counter()
+    model, memory, start = YoloObjects(), resident_mb(os.getpid()), time.perf_counter()
     model.load(default_models_dir())
-    loaded, loaded_memory = time.perf_counter() - start, resident_mb()
+    loaded, loaded_memory = time.perf_counter() - start, resident_mb(os.getpid())
     model.detect(image, model.parse_params({}))
     first = time.perf_counter() - start - loaded
     return (
         f"yolo in the detection server: start-up {loaded:.2f} s and {loaded_memory - memory:.0f} MB; the first "
         f"{image.shape[1]}x{image.shape[0]} image {first:.2f} s more (compiling),"
-        f" {resident_mb() - memory:.0f} MB in all"
+        f" {resident_mb(os.getpid()) - memory:.0f} MB in all"
     )
 
 

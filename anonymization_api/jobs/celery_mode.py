@@ -34,7 +34,7 @@ from anonymization_api.jobs import files, runner
 from anonymization_api.jobs.leases import Leases, Reaper, Step
 from anonymization_api.jobs.manager import Jobs
 from anonymization_api.jobs.runner import Anonymise, JobContext
-from anonymization_api.jobs.store import ACTIVE, JobRecord, JobState, JobStore
+from anonymization_api.jobs.store import ACTIVE, JobRecord, JobStore
 from anonymization_api.pipelines.segments import Window
 from anonymization_api.settings import ApiSettings
 
@@ -178,15 +178,7 @@ class CeleryJobs(Jobs):
             await self._call(self._celery.send_task, START, (record.id,), queue=self._queue)
         except Exception as exc:  # the broker is down: the job must not wait for ever
             error = f"the job could not be queued: the broker did not take it ({type(exc).__name__})"
-            await self._call(
-                self.store.update,
-                record.id,
-                ACTIVE,
-                state=JobState.FAILED,
-                error=error,
-                error_status=503,
-                finished=time.time(),
-            )
+            await self._call(runner.fail, self.store, record.id, error, 503)
             await self._call(files.remove_job_files, self.data_dir, record, False)
             raise JobsUnavailable(f"{error}; try again later") from exc
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from anonymization_api.errors import AnonymisationError, JobNotDone, QueueFull, ResultGone, UnknownJob
 from anonymization_api.jobs import files
-from anonymization_api.jobs.runner import Anonymise, JobContext, run_here, run_step
+from anonymization_api.jobs.runner import Anonymise, JobContext, fail, run_here, run_step
 from anonymization_api.jobs.store import ACTIVE, JobRecord, JobState, JobStore
 from anonymization_api.schemas import JobDescription, JobDetections
 from anonymization_api.settings import ApiSettings
@@ -225,9 +225,7 @@ class JobManager(Jobs):
     def recover(self) -> None:
         """Mark the jobs an earlier process left queued or running failed, and remove what it left."""
         for record in self.store.live():
-            self.store.update(
-                record.id, ACTIVE, state=JobState.FAILED, error=RESTARTED, error_status=500, finished=time.time()
-            )
+            fail(self.store, record.id, RESTARTED, 500)
             logger.warning("video job %s was interrupted by a restart; marked failed", record.id)
             files.remove_job_files(self.data_dir, record, keep_output=False)
         for path in files.sweep(self.data_dir, []):
@@ -281,9 +279,7 @@ class JobManager(Jobs):
     async def shutdown(self) -> None:
         """Stop every job (marked failed: the service restarted) and wait until their files are gone."""
         for job_id in list(self._live):
-            self.store.update(
-                job_id, ACTIVE, state=JobState.FAILED, error=RESTARTED, error_status=500, finished=time.time()
-            )
+            fail(self.store, job_id, RESTARTED, 500)
         for live in list(self._live.values()):
             if not live.running:
                 live.task.cancel()

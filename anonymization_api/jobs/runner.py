@@ -231,10 +231,9 @@ def finish(ctx: JobContext) -> None:
             ctx.output.unlink(missing_ok=True)
 
 
-def fail(ctx: JobContext, error: str, status: int) -> None:
-    ctx.store.update(
-        ctx.record.id, ACTIVE, state=JobState.FAILED, error=error, error_status=status, finished=time.time()
-    )
+def fail(store: JobStore, job_id: str, error: str, status: int) -> JobRecord | None:
+    """A queued or running job failed (compare-and-set: a job that ended meanwhile stays as it ended)."""
+    return store.update(job_id, ACTIVE, state=JobState.FAILED, error=error, error_status=status, finished=time.time())
 
 
 async def run_step(ctx: JobContext, step: Coroutine[Any, Any, Any]) -> None:
@@ -245,14 +244,14 @@ async def run_step(ctx: JobContext, step: Coroutine[Any, Any, Any]) -> None:
     except Cancelled:
         pass  # whoever stopped it set its state
     except AnonymisationError as exc:
-        fail(ctx, str(exc), exc.status_code)
+        fail(ctx.store, ctx.record.id, str(exc), exc.status_code)
     except Exception as exc:  # a job must end in a state, whatever broke
         if is_storage_full(exc):
             logger.warning("video job %s failed: %s (%s)", ctx.record.id, DISK_FULL, exc)
-            fail(ctx, DISK_FULL, 507)
+            fail(ctx.store, ctx.record.id, DISK_FULL, 507)
         else:
             logger.exception("video job %s failed", ctx.record.id)
-            fail(ctx, f"internal error ({type(exc).__name__}); nothing was kept, see the service log", 500)
+            fail(ctx.store, ctx.record.id, f"internal error ({type(exc).__name__}); nothing was kept, see the log", 500)
     finally:
         await asyncio.to_thread(tidy, ctx)
 

@@ -5,7 +5,6 @@ costly to serve are refused early, within bounded memory (the API's peak RSS is 
 import io
 import json
 import threading
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -13,7 +12,7 @@ from PIL import Image
 
 from tests.support.api import face_entry
 from tests.support.listeners import OIP_READY, Listener, oip_model
-from tests.support.servers import free_port, peak_rss_mb, started
+from tests.support.servers import free_port, peak_rss_mb, resident_mb, started
 from tests.support.videos import make_video
 
 ADMIN, USER = "admin-key-for-the-tests-0001", "user-key-for-the-tests-00001"
@@ -134,10 +133,3 @@ def test_cheap_large_images_at_once_cost_the_pixels_of_the_budget_not_of_every_r
         kept = resident_mb(process.pid) - baseline
     assert grown < 800, f"the API grew by {grown:.0f} MB for six 36 MP images"  # 360 measured
     assert kept < 350, f"the API kept {kept:.0f} MB afterwards"  # 112 measured
-
-
-def resident_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")

@@ -5,9 +5,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from anonymizer_shared.files import PROJECT_ROOT
-from anonymizer_tools.processes import free_port, peak_rss_mb, running, started
+from anonymizer_tools.processes import free_port, peak_rss_mb, resident_mb, running, started
 
-__all__ = ["FAST_REDISCOVERY", "PROJECT_ROOT", "free_port", "own_api", "peak_rss_mb", "running", "started"]
+__all__ = [
+    "FAST_REDISCOVERY",
+    "PROJECT_ROOT",
+    "free_port",
+    "own_api",
+    "peak_rss_mb",
+    "resident_mb",
+    "running",
+    "started",
+]
 
 FAST_REDISCOVERY = {"ANONYMIZER_API_REDISCOVER_INTERVAL_S": "0.5", "ANONYMIZER_API_INFERENCE_TIMEOUT_S": "30"}
 

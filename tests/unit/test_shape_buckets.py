@@ -2,20 +2,18 @@
 prepared for each bucket once, memory stays flat over thousands of sizes, and a bucketed input
 finds what the exact one finds."""
 
+import os
+
 import numpy as np
 import pytest
 
+from anonymizer_tools.processes import resident_mb
 from inference_common.engine import Engine, PixelFormat, bucket_shape, bucket_side, cropped, spatial_crop
 from inference_common.engine_settings import EngineSettings
 from inference_common.models import CENTERFACE, PPOCR_DET, default_models_dir, yolo_paths
 from inference_common.ppocr import TextDetector
 from inference_detection.centerface import CenterFace
 from tests.support.images import GRACE_HOPPER_FACE, grace_hopper, iou, text_image
-
-
-def resident_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096 / 2**20
 
 
 def test_a_bucket_holds_the_side_with_little_to_spare():
@@ -68,12 +66,12 @@ def test_thousands_of_sizes_keep_the_shapes_and_the_memory_bounded():
     pixels = rng.integers(0, 255, (256, 256, 3), np.uint8)
     for h, w in sorted(buckets):  # every bucket once: the network is prepared for each
         engine.infer(pixels[None, :h, :w])
-    memory = resident_mb()
+    memory = resident_mb(os.getpid())
     for h, w in sorted(sizes):
         engine.infer(pixels[None, :h, :w])
     assert engine.stats.new_shapes == len(buckets)  # thousands of sizes, no shape prepared again
     assert engine.stats.shapes == len(buckets)
-    assert resident_mb() - memory < 40
+    assert resident_mb(os.getpid()) - memory < 40
 
 
 def test_the_prepared_shapes_are_bounded():
