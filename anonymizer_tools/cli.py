@@ -38,12 +38,12 @@ def _settings(kind, **overrides):
 def _models_fetch(args: argparse.Namespace) -> int:
     from inference_common.errors import ModelFetchError
     from inference_common.models import CATALOGUE, default_models_dir, fetch_models, yolo_paths
-    from inference_common.quantisation import quantise_centerface
+    from inference_common.quantisation import QUANTISED, quantise
 
     args.models_dir = args.models_dir or default_models_dir()
     try:
         paths = fetch_models(args.models_dir)
-        int8 = None if args.no_int8 else quantise_centerface(args.models_dir)
+        int8 = [] if args.no_int8 else [quantise(network, args.models_dir) for network in QUANTISED]
     except ModelFetchError as exc:
         logging.getLogger("anonymizer").error("%s", exc)
         return 1
@@ -52,8 +52,8 @@ def _models_fetch(args: argparse.Namespace) -> int:
     network = yolo_paths(args.models_dir)[2]
     if network.exists():  # built from the Darknet files above
         sys.stdout.write(f"{'yolov4_tiny':<12} {'ONNX':<11} {network}\n")
-    if int8:
-        sys.stdout.write(f"{'centerface':<12} {'INT8':<11} {int8}\n")
+    for path in int8:
+        sys.stdout.write(f"{path.parent.name:<12} {'INT8':<11} {path}\n")
     return 0
 
 
@@ -165,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to put them (default: $ANONYMIZER_MODELS_DIR or models/ in the project)",
     )
     fetch.add_argument(
-        "--no-int8", action="store_true", help="do not make the INT8 CenterFace (NNCF quantisation, about a minute)"
+        "--no-int8",
+        action="store_true",
+        help="do not make the INT8 networks (NNCF quantisation of CenterFace and YOLOv4-tiny, about a minute)",
     )
     fetch.set_defaults(handler=_models_fetch)
 

