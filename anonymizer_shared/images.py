@@ -74,7 +74,7 @@ def read_image(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
             pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
             if pixels is None or pixels.shape[:2] != (height, width):
                 return np.asarray(ImageOps.exif_transpose(image).convert("RGB")), file_format
-            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+            orientation = _orientation(image, data)
             return (UPRIGHT[orientation](pixels) if orientation in UPRIGHT else pixels), file_format
     except Image.DecompressionBombError as exc:  # Pillow's own limit, before ours could read the size
         most = 2 * (Image.MAX_IMAGE_PIXELS or 0)
@@ -88,6 +88,17 @@ def read_image(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"the image could not be decoded ({exc}); send a JPEG, PNG, WebP, BMP or TIFF") from exc
+
+
+def _orientation(image: Image.Image, data: bytes) -> int:
+    """The EXIF orientation of an opened (not decoded) image, 1 where it has none.
+
+    For a PNG, Pillow's `getexif` decodes the whole image to look for an eXIf chunk after the pixels
+    (12 ms on a 1024x754 photo, as long as OpenCV's decoding); one before them is already read. So a
+    PNG whose bytes hold no eXIf chunk type anywhere is upright without it."""
+    if image.format == "PNG" and "exif" not in image.info and b"eXIf" not in data:
+        return 1
+    return image.getexif().get(EXIF_ORIENTATION, 1)
 
 
 def encode_png(image: np.ndarray) -> bytes:

@@ -1,6 +1,8 @@
 """Pure pieces of the inference servers: image decoding, CenterFace decoding, output packing."""
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -87,3 +89,22 @@ def test_exif_orientation_applied_as_pillow_does(orientation):
     pixels, file_format = read_image(buffer.getvalue(), 10_000)
     assert file_format == "PNG"
     assert np.array_equal(pixels, expected)
+
+
+def test_a_png_with_its_exif_chunk_after_the_pixels_is_still_turned():
+    """An eXIf chunk may follow the image data; Pillow finds it only by decoding the whole PNG, which
+    `read_image` skips where no such chunk is in the file."""
+    stored = np.zeros((40, 64, 3), np.uint8)
+    stored[:10, :20] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.fromarray(stored).save(buffer, format="PNG")
+    plain = buffer.getvalue()
+    payload = exif.tobytes()
+    chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload + struct.pack(">I", zlib.crc32(b"eXIf" + payload))
+    late = plain[:-12] + chunk + plain[-12:]  # before IEND, after IDAT
+    assert read_image(plain, 10_000)[0].shape == (40, 64, 3)
+    turned, _ = read_image(late, 10_000)
+    assert turned.shape == (64, 40, 3)
+    assert np.array_equal(turned, np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(late))).convert("RGB")))
