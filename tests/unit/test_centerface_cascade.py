@@ -112,3 +112,21 @@ def test_a_batch_finds_what_each_image_alone_finds(detector, parameters):
         assert count == len(alone)
         np.testing.assert_allclose(batched["det_boxes"][i, :count], alone[:, :4], atol=0.5)
         np.testing.assert_allclose(batched["det_scores"][i, :count], alone[:, 4], atol=0.01)
+
+
+def test_balanced_cascades_one_scale_down(detector, sparse_scene):
+    """`balanced`: a pass at 0.75x, then 1x only on the tiles around its candidates of 24 px or less.
+    The small faces are found, and the 1x pass sees a fraction of the image."""
+    image, truth = sparse_scene
+    sent = []
+    infer = detector.engine.infer
+    detector.engine.infer = lambda batch: sent.append(batch.shape[1] * batch.shape[2]) or infer(batch)
+    try:
+        found = detector.detect(image, detector.parse_params({"preset": "balanced"}))
+    finally:
+        detector.engine.infer = infer
+    for face in truth:
+        assert max(coverage(face, det[:4]) for det in found) > 0.7
+    whole = image.shape[0] * image.shape[1]
+    assert sent[0] == pytest.approx(whole * 0.75**2, rel=0.05)  # the first pass, at 0.75x
+    assert len(sent) > 1 and sum(sent[1:]) < 0.5 * whole  # then 1x on tiles only

@@ -1,9 +1,15 @@
 """The encoders of anonymised images: PNG stays lossless at its fast compression."""
 
+import io
+import struct
+
 import cv2
 import numpy as np
+import pytest
+from PIL import Image
 
 from anonymization_api.media.images import OutputFormat, encode_image
+from anonymization_api.media.png import encode_png
 from anonymizer_shared.images import read_image
 from tests.support.images import astronaut
 
@@ -23,3 +29,26 @@ def test_png_output_is_compressed():
     best = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 9])[1]
     assert len(encoded) < image.nbytes * 0.8  # far from the raw pixels ...
     assert len(encoded) < len(best) * 1.15  # ... and close to the smallest zlib gives
+
+
+def chunk_types(png: bytes) -> list[bytes]:
+    types, offset = [], 8
+    while offset < len(png):
+        (length,) = struct.unpack(">I", png[offset : offset + 4])
+        types.append(png[offset + 4 : offset + 8])
+        offset += 12 + length
+    return types
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 700), (63, 5), (64, 64), (129, 33), (755, 1024)])
+def test_png_strips_join_into_one_image_every_reader_reads(shape):
+    """The rows are compressed in strips on several threads; Pillow (checking every CRC) and OpenCV
+    read the joined stream back to the same pixels, whatever the number of strips."""
+    image = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), np.uint8)
+    image[: shape[0] // 2] //= 8  # runs and noise, so every strip compresses differently
+    encoded = encode_png(image)
+    opened = Image.open(io.BytesIO(encoded))
+    opened.verify()
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB")), image)
+    assert np.array_equal(cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR_RGB), image)
+    assert chunk_types(encoded) == [b"IHDR", b"IDAT", b"IEND"]  # nothing but the pixels
