@@ -20,7 +20,7 @@ def test_models_labels_config(detection_url, segmentation_url):
     }
     # ANONYMIZER_ENGINE's default; its INT8 network where OpenVINO infers in f32 (ANONYMIZER_INT8=auto)
     assert engines["centerface"]["inference_engine_name"] in ("openvino", "openvino-int8")
-    assert engines["yolo"]["inference_engine_name"] == "openvino"  # the ONNX built from Darknet files
+    assert engines["yolo"]["inference_engine_name"] == "openvino-int8"  # INT8 on every CPU under auto
     assert httpx.get(f"{segmentation_url}/models/ppocr_text_seg/config").json()["data"]["type"] == "segmentation"
 
 
