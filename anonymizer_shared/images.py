@@ -99,10 +99,3 @@ def _orientation(image: Image.Image, data: bytes) -> int:
     if image.format == "PNG" and "exif" not in image.info and b"eXIf" not in data:
         return 1
     return image.getexif().get(EXIF_ORIENTATION, 1)
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """Encode an RGB (H, W, 3) or label (H, W) uint8 array as PNG."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()

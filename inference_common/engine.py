@@ -16,11 +16,12 @@ black border it already saw when inputs were padded to a multiple of 32.
   prepared shapes are bounded ($ANONYMIZER_ENGINE_CACHED_SHAPES, OpenVINO's runtime cache), so memory
   stays flat over any number of sizes. A network that cannot take dynamic shapes falls back to one
   static compilation per bucket, kept in an LRU cache of the same bound.
-  A dynamic network is slower than one compiled for a single shape (INT8 YOLOv4-tiny: 28 against
-  18 ms at 608x448), so a shape that comes back ($ANONYMIZER_ENGINE_STATIC_AFTER runs: a video's
-  frames, the tiles of a pass) is compiled for itself on a background thread, one compilation at a
-  time in the process, while its requests go on on the dynamic network; a few such networks are kept
-  ($ANONYMIZER_ENGINE_STATIC_SHAPES), the least recently used dropped.
+  A dynamic network is slower than one compiled for a single shape (INT8 YOLOv4-tiny at 608x448: 19
+  against 17 ms in the detector; CenterFace at 1920x1088: 114 against 109 ms in bf16), so a shape
+  that comes back ($ANONYMIZER_ENGINE_STATIC_AFTER runs: a video's frames, the tiles of a pass) is
+  compiled for itself on a background thread, one compilation at a time in the process, while its
+  requests go on on the dynamic network; a few such networks are kept
+  ($ANONYMIZER_ENGINE_STATIC_SHAPES), the most run.
 - `OnnxRuntimeEngine`: ONNX Runtime with the best provider it has (TensorRT, CUDA, then CPU), for
   GPUs, e.g. inside Triton. Every input and output dimension is made dynamic first.
 
@@ -246,11 +247,15 @@ class Engine:
         if not limit or shape in self._static or shape in self._compiling or runs < self._settings.static_after:
             return
         if len(self._static) + len(self._compiling) >= limit:
-            coldest = min(self._static, key=lambda kept: self._runs.get(kept, 0), default=None)
+            coldest = self._coldest_static()
             if coldest is None or runs <= 2 * self._runs.get(coldest, 0):
                 return
         self._compiling.add(shape)
         STATIC_COMPILER.submit(self._compile_static, shape)
+
+    def _coldest_static(self) -> tuple[int, ...] | None:
+        """The least run of the shapes with a network of their own (lock held)."""
+        return min(self._static, key=lambda kept: self._runs.get(kept, 0), default=None)
 
     def _compile_static(self, shape: tuple[int, ...]) -> None:
         batch, height, width, _ = shape
@@ -263,8 +268,8 @@ class Engine:
             self._compiling.discard(shape)
             if compiled is None:
                 return
-            if len(self._static) >= self._settings.static_shapes:
-                coldest = min(self._static, key=lambda kept: self._runs.get(kept, 0))
+            coldest = self._coldest_static() if len(self._static) >= self._settings.static_shapes else None
+            if coldest is not None:
                 del self._static[coldest]
                 if coldest not in self._shapes:
                     self._runs.pop(coldest, None)

@@ -37,10 +37,8 @@ from pydantic import Field, field_validator
 
 from anonymizer_shared import boxes
 from anonymizer_shared.wire import pack_detections
-from inference_common.engine import Engine, make_engine
 from inference_common.imaging import fit_and_pad
-from inference_common.models import CENTERFACE
-from inference_common.quantisation import CENTERFACE_INT8, int8_model
+from inference_common.quantisation import CENTERFACE_INT8, load_engine
 from inference_common.serving import NO_DETECTIONS, DetectionModel, ModelParams
 
 STRIDE = 4
@@ -87,13 +85,13 @@ class CenterFaceParams(ModelParams):
         96.0,
         ge=8.0,
         le=10_000.0,
-        description="longest side (px of the image sent) of a face kept from a pass at a scale above 1; larger "
+        description="longest side (px of the image sent) of a face kept from a pass at a scale above the first; larger "
         "faces come from the 1x pass, since the network places faces hundreds of pixels large less well",
     )
 
     upscaled_where: Literal["candidates", "unfound", "everywhere"] = Field(
         "candidates",
-        description="where a pass at a scale above 1 runs: on the tiles where the first pass saw a candidate "
+        description="where a pass at a scale above the first runs: on the tiles where the first pass saw a candidate "
         "small face it did not find (unfound), or any candidate, found or not (a cascade, much faster on images "
         "with few faces), or on the whole image",
     )
@@ -131,9 +129,7 @@ class CenterFace(DetectionModel):
     }
 
     def load(self, models_dir: Path) -> None:
-        int8 = int8_model(CENTERFACE_INT8, models_dir)
-        self.engine = make_engine(CENTERFACE.path_in(models_dir), CENTERFACE_INT8.pixels, openvino_path=int8)
-        self.engine_name = self.engine.name + ("-int8" if int8 and isinstance(self.engine, Engine) else "")
+        self.engine, self.engine_name = load_engine(CENTERFACE_INT8, models_dir)
 
     def predict(self, images: np.ndarray, params: CenterFaceParams) -> dict[str, np.ndarray]:
         # The first pass of a batch runs as one network call: a video's key-frame windows come 16 to a

@@ -26,10 +26,9 @@ import numpy as np
 from pydantic import Field
 
 from anonymizer_shared import boxes
-from inference_common.engine import Engine, make_engine
 from inference_common.imaging import fit_and_pad
 from inference_common.models import yolo_paths
-from inference_common.quantisation import YOLO_INT8, int8_model
+from inference_common.quantisation import YOLO_INT8, load_engine
 from inference_common.serving import NO_DETECTIONS, DetectionModel, ModelParams
 from inference_detection.centerface import candidate_tiles
 
@@ -104,9 +103,7 @@ class YoloObjects(DetectionModel):
     }
 
     def load(self, models_dir: Path) -> None:
-        int8 = int8_model(YOLO_INT8, models_dir)
-        self.engine = make_engine(yolo_paths(models_dir)[2], YOLO_INT8.pixels, openvino_path=int8)
-        self.engine_name = self.engine.name + ("-int8" if int8 and isinstance(self.engine, Engine) else "")
+        self.engine, self.engine_name = load_engine(YOLO_INT8, models_dir)
         names = yolo_paths(models_dir)[0].with_name("coco.names").read_text().splitlines()
         index = {name: position for position, name in enumerate(names)}
         # served class -> the labels it is answered under (its own, and the union's)

@@ -16,8 +16,8 @@ from anonymization_api.inference.errors import BrokenContract, NoAnswer, Unreach
 from anonymization_api.registry import ModelInfo
 from anonymizer_shared import wire
 from anonymizer_shared.bmw import from_bounding_boxes
-from anonymizer_shared.images import encode_png
 from anonymizer_shared.logs import request_id_headers
+from anonymizer_shared.png import encode_png
 from anonymizer_shared.wire import Task
 
 HEADER_BYTES = 64 * 1024  # the envelope, an error's text

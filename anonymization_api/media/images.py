@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from anonymization_api.errors import InvalidRequest
-from anonymization_api.media.png import encode_png
+from anonymizer_shared.png import encode_png
 
 
 class OutputFormat(StrEnum):

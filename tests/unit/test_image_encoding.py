@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from anonymization_api.media.images import OutputFormat, encode_image
-from anonymization_api.media.png import encode_png
 from anonymizer_shared.images import read_image
+from anonymizer_shared.png import encode_png
 from tests.support.images import astronaut
 
 
@@ -52,3 +52,11 @@ def test_png_strips_join_into_one_image_every_reader_reads(shape):
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB")), image)
     assert np.array_equal(cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR_RGB), image)
     assert chunk_types(encoded) == [b"IHDR", b"IDAT", b"IEND"]  # nothing but the pixels
+
+
+def test_a_grey_png_reads_back_as_written():
+    """Grey (H, W) images, such as label maps, are written as PNG colour type 0."""
+    image = np.random.default_rng(7).integers(0, 4, (300, 41), np.uint8)
+    encoded = encode_png(image)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encoded))), image)
+    assert np.array_equal(cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED), image)
