@@ -178,6 +178,11 @@ class Health(BaseModel):
 Side = Annotated[int, Field(ge=32, le=16384)]
 
 
+# Whole video frames are detected this far apart (every 4th frame at 30 fps), the frames between in
+# windows around what they found (pipelines.key_frames); bench.key_frames measures what it keeps.
+KEY_FRAME_SECONDS = 0.125
+
+
 class VideoChoices(BaseModel):
     """What a client chooses for a video job (the form's fields). A job record carries these and
     nothing of the service's own settings, and the process running the job checks them again."""
@@ -188,7 +193,7 @@ class VideoChoices(BaseModel):
     tracking: bool = True
     hold_seconds: float = Field(0.5, ge=0, le=5)
     detection_interval: int = Field(1, ge=1, le=10)
-    key_frame_seconds: float = Field(0.1, ge=0, le=1)
+    key_frame_seconds: float = Field(KEY_FRAME_SECONDS, ge=0, le=1)
     detection_size: tuple[Side, Side] | None = None
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ from anonymization_api.inference import InferenceRouter
 from anonymization_api.regions import Region, RegionStyle, apply_regions, box_regions, mask_regions
 from anonymization_api.schemas import EntryAudit, RegionAudit
 from anonymization_api.techniques import TECHNIQUES
+from anonymizer_shared.images import shrink
 from anonymizer_shared.wire import Task
 
 Results = dict[tuple[str, str, str], list[np.ndarray]]
@@ -50,7 +51,7 @@ def shrink_to_fit(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray
     if factor == 1:
         return image
     target = (max(1, round(width * factor)), max(1, round(height * factor)))
-    return cv2.resize(image, target, interpolation=cv2.INTER_AREA)
+    return shrink(image, target)
 
 
 def detection_factor(width: int, height: int, size: tuple[int, int] | None) -> float:

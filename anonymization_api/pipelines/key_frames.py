@@ -2,8 +2,8 @@
 `key_frame_seconds` apart); a frame between two key frames is detected only in windows around what
 either key frame found there, cut at full detection resolution.
 
-Why it is safe: a face in a frame between two key frames is, a tenth of a second either side, in
-one of them, and it moves little in that time. Each window is GROW times the face it is cut around,
+Why it is safe: a face in a frame between two key frames is, an eighth of a second either side (by
+default), in one of them, and it moves little in that time. Each window is GROW times the face it is cut around,
 so the face is inside it even after moving most of its own size; windows of faces up to
 WINDOW / GROW px are cut at the frame's own resolution, larger faces are shrunk until they are that
 size, where detectors place them best. A face that appears and is gone again between two key
@@ -28,6 +28,7 @@ from anonymization_api.configuration import Plan
 from anonymization_api.inference import InferenceRouter
 from anonymization_api.pipelines.image import Results, detection_factor, localise
 from anonymizer_shared import boxes
+from anonymizer_shared.images import shrink
 from anonymizer_shared.wire import NO_DETECTIONS, Task
 
 WINDOW = 256  # side of a window as the inference server sees it, in its pixels
@@ -95,9 +96,9 @@ def cut(image: np.ndarray, square: Square) -> np.ndarray:
     crop = image[square.top : square.top + square.side, square.left : square.left + square.side]
     if square.side == WINDOW:
         return crop
-    return cv2.resize(
-        crop, (WINDOW, WINDOW), interpolation=cv2.INTER_AREA if square.side > WINDOW else cv2.INTER_LINEAR
-    )
+    if square.side > WINDOW:
+        return shrink(crop, (WINDOW, WINDOW))
+    return cv2.resize(crop, (WINDOW, WINDOW), interpolation=cv2.INTER_LINEAR)
 
 
 def in_frame(found: np.ndarray, square: Square, width: int, height: int) -> np.ndarray:

@@ -34,6 +34,7 @@ from anonymization_api.pipelines.key_frames import KeyDetections, key_interval, 
 from anonymization_api.pipelines.progress import Cancelled, Progress
 from anonymization_api.pipelines.segments import WHOLE, Window
 from anonymization_api.regions import box_regions, mask_regions
+from anonymization_api.schemas import KEY_FRAME_SECONDS
 from anonymization_api.tracking import BoxTracker
 from anonymizer_shared.stages import STAGES, stage
 from anonymizer_shared.wire import NO_DETECTIONS, Task
@@ -53,7 +54,7 @@ class VideoOptions:
     detection_interval: int = 1
     # Whole frames are detected this far apart (key frames), the frames between only around what the
     # key frames on either side found (pipelines.key_frames); 0 detects every whole frame.
-    key_frame_seconds: float = 0.1
+    key_frame_seconds: float = KEY_FRAME_SECONDS
     # Frames are shrunk to fit (width, height) for detection only; the output keeps every pixel.
     detection_size: tuple[int, int] | None = None
     # Videos longer than 1.5 times this are cut into segments of about this length (pipelines.segments).

@@ -32,7 +32,7 @@ from anonymization_api.routes import (
     route,
     warning_header,
 )
-from anonymization_api.schemas import Envelope, JobDescription, VideoChoices
+from anonymization_api.schemas import KEY_FRAME_SECONDS, Envelope, JobDescription, VideoChoices
 from anonymization_api.settings import ApiSettings
 from anonymizer_shared.bmw import envelope
 
@@ -45,7 +45,7 @@ JOB_FIELDS = {
     "tracking": {"type": "boolean", "default": True},
     "hold_seconds": {"type": "number", "default": 0.5, "minimum": 0, "maximum": 5},
     "detection_interval": {"type": "integer", "default": 1, "minimum": 1, "maximum": 10},
-    "key_frame_seconds": {"type": "number", "default": 0.1, "minimum": 0, "maximum": 1},
+    "key_frame_seconds": {"type": "number", "default": KEY_FRAME_SECONDS, "minimum": 0, "maximum": 1},
     "detection_size": DETECTION_SIZE_FIELD,
 }
 JOB_FORM_DOC = multipart_doc(["video", "configuration"], JOB_FIELDS)
@@ -129,7 +129,7 @@ async def _submit(
         tracking=tracking,
         hold_seconds=_seconds(form, "hold_seconds", 0.5, 5),
         detection_interval=_interval(form, tracking),
-        key_frame_seconds=_seconds(form, "key_frame_seconds", 0.1, 1),
+        key_frame_seconds=_seconds(form, "key_frame_seconds", KEY_FRAME_SECONDS, 1),
         detection_size=form_size(form, "detection_size"),
     )
     jobs, caller = _jobs(request), _caller(request)

@@ -332,7 +332,7 @@ def test_audio_mp4_cannot_carry_is_reencoded_to_aac(api_url, tmp_path):
 
 
 def test_key_frames_hide_the_face_in_every_frame_between_them(api_url, tmp_path):
-    """720p at 30 fps with a small face: whole frames every 3rd frame, windows between (the
+    """720p at 30 fps with a small face: whole frames every 4th frame, windows between (the
     windows are cut only where the frame is large against the face, hence this size)."""
     source = make_video(tmp_path / "wide.mp4", frames=30, fps=30, size=(1280, 720), face_height=70, audio=False)
     keyed = wait_job(api_url, submit(api_url, source.path).json()["data"]["id"])
