@@ -158,6 +158,7 @@ class EngineStats:
     new_shapes: int = 0  # shapes prepared (compiled or given kernels), evicted ones counted again
     shapes: int = 0  # shapes prepared and kept now
     static_shapes: int = 0  # shapes with a network compiled for them alone, kept now
+    split_batches: int = 0  # batches run split over the CPU's streams
 
 
 # One background compilation at a time in the process: each takes both cores for 0.1-0.3 s.
@@ -191,6 +192,8 @@ class Engine:
         self._runs: dict[tuple[int, ...], int] = {}  # runs of each shape kept (prepared or compiled alone)
         self._static: dict[tuple[int, ...], ov.CompiledModel] = {}  # networks of their own for the most run shapes
         self._compiling: set[tuple[int, ...]] = set()
+        self._streamed: ov.CompiledModel | None = None  # the dynamic network over several streams
+        self._streamed_failed = self._settings.streams < 2
         ENGINES.add(self)
 
     def _config(self) -> dict[str, object]:
@@ -203,10 +206,35 @@ class Engine:
             config["INFERENCE_PRECISION_HINT"] = inference_precision()
         return config
 
-    def _compile(self, shape: list[object]) -> ov.CompiledModel:
+    def _compile(self, shape: list[object], config: dict[str, object] | None = None) -> ov.CompiledModel:
         model = self._model.clone()  # reshape a copy: the read model stays the template
         model.reshape({self.input_name: ov.PartialShape(shape)})
-        return core().compile_model(self._with_pixel_input(model), self._device, self._config())
+        return core().compile_model(self._with_pixel_input(model), self._device, config or self._config())
+
+    def _streamed_network(self) -> ov.CompiledModel | None:
+        """The dynamic network compiled to run `streams` requests at once, each on its share of the
+        threads; None where streams are off or the network takes no dynamic shapes."""
+        with self._lock:
+            if self._streamed is None and not self._streamed_failed:
+                config = {**self._config(), "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": self._settings.streams}
+                try:
+                    self._streamed = self._compile([-1, 3, -1, -1], config)
+                except RuntimeError:
+                    self._streamed_failed = True
+            return self._streamed
+
+    def _infer_split(self, network: ov.CompiledModel, padded: np.ndarray) -> list[np.ndarray]:
+        """The outputs of `network` on `padded` (B, H, W, 3), its images split over the streams and run at once."""
+        parts = np.array_split(padded, min(self._settings.streams, len(padded)))
+        requests = [network.create_infer_request() for _ in parts]
+        for request, part in zip(requests, parts, strict=True):
+            request.start_async({0: np.ascontiguousarray(part)}, share_inputs=True)
+        for request in requests:
+            request.wait()
+        return [
+            np.concatenate([request.output_tensors[index].data for request in requests])
+            for index in range(len(requests[0].output_tensors))
+        ]
 
     def _compiled_for(self, shape: tuple[int, ...]) -> ov.CompiledModel:
         with self._lock:
@@ -295,10 +323,16 @@ class Engine:
         started = time.perf_counter()
         shape = bucket_shape(images.shape, self._settings.sizes_per_octave)
         padded = pad_to(images, shape)
-        request = self._compiled_for(shape).create_infer_request()
-        request.infer({0: padded}, share_inputs=True)  # no copy: the pixels outlive the call
-        outputs = cropped([tensor.data for tensor in request.output_tensors], shape[1:3], images.shape[1:3])
+        streamed = self._streamed_network() if len(images) > 1 else None
+        if streamed is not None:
+            raw = self._infer_split(streamed, padded)
+        else:
+            request = self._compiled_for(shape).create_infer_request()
+            request.infer({0: padded}, share_inputs=True)  # no copy: the pixels outlive the call
+            raw = [tensor.data for tensor in request.output_tensors]
+        outputs = cropped(raw, shape[1:3], images.shape[1:3])
         with self._lock:
+            self.stats.split_batches += streamed is not None
             self.stats.inferences += 1
             self.stats.seconds += time.perf_counter() - started
         return outputs

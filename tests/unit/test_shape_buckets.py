@@ -124,6 +124,19 @@ def test_a_shape_that_comes_back_gets_a_network_of_its_own():
     assert (1, 96, 96, 3) in engine._static and len(engine._static) == 2
 
 
+@pytest.mark.parametrize("streams", [1, 2])
+def test_a_batch_split_over_streams_answers_as_each_image_alone(streams):
+    engine = Engine(CENTERFACE.path_in(default_models_dir()), PixelFormat(), settings=EngineSettings(streams=streams))
+    images = np.random.default_rng(4).integers(0, 255, (3, 200, 296, 3), np.uint8)
+    images[1] = grace_hopper()[:200, 40:336]
+    batched = engine.infer(images)
+    assert engine.stats.split_batches == (streams > 1)
+    alone = [engine.infer(images[i : i + 1]) for i in range(3)]
+    for index, output in enumerate(batched):
+        np.testing.assert_allclose(output, np.concatenate([each[index] for each in alone]), atol=1e-4)
+    assert batched[0][1].max() > 0.5  # the face's heat map: a real answer, not zeros
+
+
 def test_a_bucketed_photo_finds_what_the_exact_size_finds(monkeypatch):
     monkeypatch.setenv("ANONYMIZER_INT8", "off")
     image = grace_hopper()[:517, :389]  # 517x389 runs as 544x416 in its bucket
