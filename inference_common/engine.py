@@ -206,6 +206,12 @@ class Engine:
             config["INFERENCE_PRECISION_HINT"] = inference_precision()
         return config
 
+    @property
+    def compiled_alone(self) -> frozenset[tuple[int, ...]]:
+        """The input shapes (B, H, W, 3) that have a network compiled for them alone now."""
+        with self._lock:
+            return frozenset(self._static)
+
     def _compile(self, shape: list[object], config: dict[str, object] | None = None) -> ov.CompiledModel:
         model = self._model.clone()  # reshape a copy: the read model stays the template
         model.reshape({self.input_name: ov.PartialShape(shape)})

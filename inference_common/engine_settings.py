@@ -40,7 +40,7 @@ class EngineSettings(BaseSettings):
         2,
         ge=1,
         le=16,
-        description="a batch of two or more images (a video's key frames, its windows, the tiles of a pass) is "
+        description="a batch of two or more images (a video's key frames, its windows) is "
         "split over this many streams of the CPU's threads, run at once: on 2 cores, two 1080p frames in 146 "
         "against 168 ms a frame (INT8, AVX2) and 16 windows in 47 against 58 ms (bf16); one image keeps every "
         "thread; 1: batches run whole",

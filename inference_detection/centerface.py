@@ -49,7 +49,6 @@ FUSE_IOU = 0.5
 # each run with a margin on every side.
 CANDIDATE_SCORE = 0.05
 TILE = 256
-TILES_PER_CALL = 8  # tiles of one pass run as one network call (one input shape; bounded memory)
 Tile = tuple[int, int, int, int]  # x1, y1, x2, y2 in image pixels
 
 
@@ -188,7 +187,7 @@ class CenterFace(DetectionModel):
         pass marks them for the later ones; other passes return none)."""
         net_input, factor = fit_and_pad(image, scale, params.max_pixels, 32)
         candidate_size = params.upscaled_max_size * factor if marks_candidates else None
-        (dets,), candidates = self._views(net_input[None], scale, params, candidate_size)
+        dets, candidates = self._views(net_input, scale, params, candidate_size)
         dets[:, :4] /= factor
         return dets, candidates / factor
 
@@ -198,55 +197,40 @@ class CenterFace(DetectionModel):
         """Detections of the pass at `scale` on each tile (x1, y1, x2, y2) with its margin, those centred in it."""
         height, width = image.shape[:2]
         margin = tile_margin(params, scale)
-        corners, inputs = [], []
-        for x1, y1, _, _ in tiles:
-            # Every window has the same size (shifted inside the image at its edges): one compiled
-            # shape, and the windows run TILES_PER_CALL to a network call.
+        found = []
+        for x1, y1, x2, y2 in tiles:
+            # Every window has the same size (shifted inside the image at its edges): one compiled shape.
             left = int(np.clip(x1 - margin, 0, max(0, width - TILE - 2 * margin)))
             top = int(np.clip(y1 - margin, 0, max(0, height - TILE - 2 * margin)))
             window = image[top : top + TILE + 2 * margin, left : left + TILE + 2 * margin]
             net_input, factor = fit_and_pad(window, scale, params.max_pixels, 32)
-            corners.append((left, top))
-            inputs.append(net_input)
-        found = []
-        for start in range(0, len(inputs), TILES_PER_CALL):
-            views, _ = self._views(np.stack(inputs[start : start + TILES_PER_CALL]), scale, params, None)
-            found += views
-        kept = []
-        for (x1, y1, x2, y2), (left, top), dets in zip(tiles, corners, found, strict=True):
+            dets, _ = self._views(net_input, scale, params, None)
             dets[:, :4] /= factor
             dets[:, [0, 2]] += left
             dets[:, [1, 3]] += top
             centre_x, centre_y = (dets[:, 0] + dets[:, 2]) / 2, (dets[:, 1] + dets[:, 3]) / 2
-            kept.append(dets[(centre_x >= x1) & (centre_x < x2) & (centre_y >= y1) & (centre_y < y2)])
-        return np.concatenate(kept) if kept else NO_DETECTIONS.copy()
+            found.append(dets[(centre_x >= x1) & (centre_x < x2) & (centre_y >= y1) & (centre_y < y2)])
+        return np.concatenate(found) if found else NO_DETECTIONS.copy()
 
     def _views(
-        self, net_inputs: np.ndarray, scale: float, params: CenterFaceParams, candidate_size: float | None
-    ) -> tuple[list[np.ndarray], np.ndarray]:
-        """Per input of a batch (B, H, W, 3), detections in network pixels (of it and its mirror,
-        where `flip` asks), and the centres of the first input's candidate small faces, no longer
-        than `candidate_size`, in network pixels (none where `candidate_size` is None: a pass whose
-        candidates nothing reads)."""
+        self, net_input: np.ndarray, scale: float, params: CenterFaceParams, candidate_size: float | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Detections in network pixels of one input (and its mirror where `flip` asks), and the centres
+        of the first view's candidate small faces, no longer than `candidate_size`, in network pixels
+        (none where `candidate_size` is None: a pass whose candidates nothing reads)."""
         flip = _flipped(params, scale)
-        count, width = len(net_inputs), net_inputs.shape[2]
-        batch = np.concatenate([net_inputs, net_inputs[:, :, ::-1]]) if flip else net_inputs
+        batch = np.stack([net_input, net_input[:, ::-1]]) if flip else net_input[None]
         heatmap, log_scale, offset, _landmarks = self.engine.infer(batch)
         candidates = np.zeros((0, 2), np.float32)
         if candidate_size is not None:
             floor = min(CANDIDATE_SCORE, params.score_threshold / 2)
             candidates = small_face_centres(heatmap[0, 0], log_scale[0], offset[0], floor, candidate_size)
         if not flip:
-            return [
-                decode(heatmap[i, 0], log_scale[i], offset[i], params.score_threshold) for i in range(count)
-            ], candidates
-        found = []
-        for i in range(count):
-            # Candidates down to half the threshold, so a face just under it in one view still counts.
-            views = [decode(heatmap[j, 0], log_scale[j], offset[j], params.score_threshold / 2) for j in (i, count + i)]
-            views[1][:, [0, 2]] = width - views[1][:, [2, 0]]
-            found.append(mean_of_views(views, params.score_threshold))
-        return found, candidates
+            return decode(heatmap[0, 0], log_scale[0], offset[0], params.score_threshold), candidates
+        # Candidates down to half the threshold, so a face just under it in one view still counts.
+        views = [decode(heatmap[i, 0], log_scale[i], offset[i], params.score_threshold / 2) for i in (0, 1)]
+        views[1][:, [0, 2]] = net_input.shape[1] - views[1][:, [2, 0]]
+        return mean_of_views(views, params.score_threshold), candidates
 
     @staticmethod
     def _kept(dets: np.ndarray, scale: float, params: CenterFaceParams) -> np.ndarray:

@@ -26,7 +26,7 @@ from tests.support.images import ASTRONAUT_FACE, GRACE_HOPPER_FACE, astronaut, g
 
 
 def test_calibration_images_are_the_same_on_every_machine():
-    first, again = face_calibration(6), face_calibration(6)
+    first, again = face_calibration(default_models_dir(), 6), face_calibration(default_models_dir(), 6)
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert {image.shape for image in first} == {(768, 1024, 3)}
     assert not np.array_equal(first[0], first[1])

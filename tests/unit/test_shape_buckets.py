@@ -104,7 +104,7 @@ def test_a_shape_that_comes_back_gets_a_network_of_its_own():
     engine.infer(images)
     STATIC_COMPILER.submit(lambda: None).result()
     assert engine.stats.static_shapes == 1
-    assert engine._compiled_for((1, 224, 288, 3)) is not engine._dynamic
+    assert engine.compiled_alone == {(1, 224, 288, 3)}
     for own, shared in zip(engine.infer(images), dynamic, strict=True):  # the same network, the same answer
         np.testing.assert_allclose(own, shared, atol=0.05)
     # Two shapes run as often take the two places; a third, run no more often, waits for its turn ...
@@ -112,16 +112,16 @@ def test_a_shape_that_comes_back_gets_a_network_of_its_own():
         engine.infer(images[:, :side, :side])
     STATIC_COMPILER.submit(lambda: None).result()
     assert engine.stats.static_shapes == 2
-    kept = set(engine._static)
+    kept = engine.compiled_alone
     for _ in range(3):
         engine.infer(images[:, :96, :96])
     STATIC_COMPILER.submit(lambda: None).result()
-    assert set(engine._static) == kept
+    assert engine.compiled_alone == kept
     # ... and displaces the least run one once run more than twice as often.
     for _ in range(5):
         engine.infer(images[:, :96, :96])
     STATIC_COMPILER.submit(lambda: None).result()
-    assert (1, 96, 96, 3) in engine._static and len(engine._static) == 2
+    assert (1, 96, 96, 3) in engine.compiled_alone and len(engine.compiled_alone) == 2
 
 
 @pytest.mark.parametrize("streams", [1, 2])
