@@ -21,7 +21,7 @@ from inference_common.engine_settings import EngineSettings
 from inference_common.models import CENTERFACE, PPOCR_DET, default_models_dir, yolo_paths
 from inference_common.ppocr import TextDetector
 from inference_detection.centerface import CenterFace
-from tests.support.images import GRACE_HOPPER_FACE, grace_hopper, iou, text_image
+from tests.support.images import GRACE_HOPPER_FACE, grace_hopper, iou, text_image, wheel_photo
 
 
 def test_a_bucket_holds_the_side_with_little_to_spare():
@@ -135,6 +135,17 @@ def test_a_batch_split_over_streams_answers_as_each_image_alone(streams):
     for index, output in enumerate(batched):
         np.testing.assert_allclose(output, np.concatenate([each[index] for each in alone]), atol=1e-4)
     assert batched[0][1].max() > 0.5  # the face's heat map: a real answer, not zeros
+
+
+def test_a_network_with_box_lists_splits_its_batch_alike():
+    # YOLOv4-tiny answers lists of boxes per image, not maps: split and joined, they stay each image's
+    engine = Engine(yolo_paths(default_models_dir())[2], PixelFormat(scale=255.0), settings=EngineSettings(streams=2))
+    images = np.stack([wheel_photo("bus.jpg")[:416, :416], np.zeros((416, 416, 3), np.uint8)])
+    batched = engine.infer(images)
+    assert engine.stats.split_batches == 1
+    for index, output in enumerate(batched):
+        alone = np.concatenate([engine.infer(images[i : i + 1])[index] for i in range(2)])
+        np.testing.assert_allclose(output, alone, atol=1e-3)
 
 
 def test_a_bucketed_photo_finds_what_the_exact_size_finds(monkeypatch):
