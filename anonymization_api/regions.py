@@ -73,10 +73,10 @@ def box_regions(dets: np.ndarray, style: RegionStyle, width: int, height: int) -
 def _shaped(box: tuple[float, ...], style: RegionStyle, width: int, height: int) -> Region | None:
     ramp = round(style.feather * 0.5 * min(box[2] - box[0], box[3] - box[1]))
     outline = (round(box[0]), round(box[1]), round(box[2]), round(box[3]))
-    # A hard edge: the region is the outline itself, so a box is solid (no blending needed).
-    bounds = (np.floor(box[0]) - ramp, np.floor(box[1]) - ramp, np.ceil(box[2]) + ramp, np.ceil(box[3]) + ramp)
-    x1, y1, x2, y2 = (int(v) for v in (bounds if ramp > 0 else outline))
-    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
+    # The outline grown by the soft edge (alpha reaches 0 one pixel beyond it): with a hard edge the
+    # region is the outline itself, so a box is solid and needs no blending.
+    x1, y1 = max(0, outline[0] - ramp), max(0, outline[1] - ramp)
+    x2, y2 = min(width, outline[2] + ramp), min(height, outline[3] + ramp)
     if x2 <= x1 or y2 <= y1:
         return None
     core = np.zeros((y2 - y1, x2 - x1), np.uint8)

@@ -26,7 +26,7 @@ import numpy as np
 from anonymization_api.configuration import plan
 from anonymization_api.media.video import upright
 from anonymization_api.pipelines.image import entry_detections
-from anonymization_api.pipelines.key_frames import key_interval, localise_frames
+from anonymization_api.pipelines.key_frames import key_interval, localise_frames, whole_intervals
 from anonymization_api.registry import Registry
 from anonymization_api.schemas import KEY_FRAME_SECONDS
 from bench.tracking_gaps import covered_share, tracked_boxes
@@ -80,7 +80,7 @@ def detected(the_plan, frames: list[np.ndarray], router: DirectRouter, interval:
     """Per frame, what the face entry hides before tracking, as the video pipeline finds it."""
     entry = the_plan.entries[0]
     found, last_key = [], None
-    batch = -(-BATCH // interval) * interval
+    batch = whole_intervals(BATCH, interval)
     for start in range(0, len(frames), batch):
         group = frames[start : start + batch]
         results, last_key = asyncio.run(localise_frames(the_plan, group, router, None, interval, last_key))

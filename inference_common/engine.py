@@ -21,7 +21,9 @@ black border it already saw when inputs were padded to a multiple of 32.
   that comes back ($ANONYMIZER_ENGINE_STATIC_AFTER runs: a video's frames, the tiles of a pass) is
   compiled for itself on a background thread, one compilation at a time in the process, while its
   requests go on on the dynamic network; a few such networks are kept
-  ($ANONYMIZER_ENGINE_STATIC_SHAPES), the most run.
+  ($ANONYMIZER_ENGINE_STATIC_SHAPES), the most run. A batch of two or more images runs instead on a
+  copy of the dynamic network compiled for $ANONYMIZER_ENGINE_STREAMS streams, split over them, one
+  request on each stream's share of the threads.
 - `OnnxRuntimeEngine`: ONNX Runtime with the best provider it has (TensorRT, CUDA, then CPU), for
   GPUs, e.g. inside Triton. Every input and output dimension is made dynamic first.
 
@@ -193,7 +195,7 @@ class Engine:
         self._static: dict[tuple[int, ...], ov.CompiledModel] = {}  # networks of their own for the most run shapes
         self._compiling: set[tuple[int, ...]] = set()
         self._streamed: ov.CompiledModel | None = None  # the dynamic network over several streams
-        self._streamed_failed = self._settings.streams < 2
+        self._streamed_unavailable = self._settings.streams < 2
         ENGINES.add(self)
 
     def _config(self) -> dict[str, object]:
@@ -221,12 +223,12 @@ class Engine:
         """The dynamic network compiled to run `streams` requests at once, each on its share of the
         threads; None where streams are off or the network takes no dynamic shapes."""
         with self._lock:
-            if self._streamed is None and not self._streamed_failed:
+            if self._streamed is None and not self._streamed_unavailable:
                 config = {**self._config(), "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": self._settings.streams}
                 try:
                     self._streamed = self._compile([-1, 3, -1, -1], config)
                 except RuntimeError:
-                    self._streamed_failed = True
+                    self._streamed_unavailable = True
             return self._streamed
 
     def _infer_split(self, network: ov.CompiledModel, padded: np.ndarray) -> list[np.ndarray]:

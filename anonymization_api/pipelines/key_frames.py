@@ -61,6 +61,11 @@ def key_interval(seconds: float, rate: float) -> int:
     return min(MAX_INTERVAL, max(1, math.ceil(round(seconds * rate, 6))))
 
 
+def whole_intervals(batch_size: int, interval: int) -> int:
+    """`batch_size` frames rounded up to a whole number of key intervals, so each batch ends on a key frame."""
+    return -(-batch_size // interval) * interval
+
+
 def key_positions(count: int, interval: int, first_is_key: bool) -> list[int]:
     """Positions of the key frames among `count` frames: the last one, every `interval`-th counting back
     from it, and the first where no earlier key frame precedes it. Every other frame then lies

@@ -30,7 +30,7 @@ from anonymization_api.configuration import Plan
 from anonymization_api.inference import InferenceRouter
 from anonymization_api.media.video import DecodedBatch, EncoderSettings, VideoInfo, VideoReader, VideoWriter
 from anonymization_api.pipelines.image import entry_detections, entry_mask, hide, localise, manual_regions
-from anonymization_api.pipelines.key_frames import KeyDetections, key_interval, localise_frames
+from anonymization_api.pipelines.key_frames import KeyDetections, key_interval, localise_frames, whole_intervals
 from anonymization_api.pipelines.progress import Cancelled, Progress
 from anonymization_api.pipelines.segments import WHOLE, Window
 from anonymization_api.regions import box_regions, mask_regions
@@ -112,9 +112,8 @@ async def anonymise_video(
     by_index: dict[int, FrameRecord] = {}
     last_masks: dict[int, np.ndarray] = {}
     key_every = key_interval(options.key_frame_seconds, float(info.rate))
-    # A whole number of key intervals per batch: each batch ends on a key frame (pipelines.key_frames)
     batch_size = (
-        -(-options.batch_size // key_every) * key_every if options.detection_interval == 1 else options.batch_size
+        whole_intervals(options.batch_size, key_every) if options.detection_interval == 1 else options.batch_size
     )
     decode = asyncio.create_task(asyncio.to_thread(_decoded, reader, batch_size))
     encode: asyncio.Task | None = None
