@@ -6,7 +6,7 @@ import difflib
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,6 +22,10 @@ logger = logging.getLogger(__name__)
 
 FACE_MASK_SCALE = 1.5
 DEFAULT_MASK_SCALE = 1.15
+# The preset a still image gets from a model that offers one, where its entry names none: a photo
+# gives one look at each face, where a video shows it on many frames and holds it between them, so a
+# photo is worth a wider search than a video frame (docs/privacy.md, "Face presets").
+PHOTO_PRESET = "photo"
 
 
 @dataclass(frozen=True)
@@ -82,9 +86,12 @@ def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-def plan(content: dict[str, Any], registry: Registry, defaults: dict[str, str] | None = None) -> Plan:
+def plan(
+    content: dict[str, Any], registry: Registry, defaults: dict[str, str] | None = None, *, photo: bool = False
+) -> Plan:
     """Every entry matched to servers and a model, or a 422 listing every problem; `defaults`
-    names the model to use per label where several offer it."""
+    names the model to use per label where several offer it; `photo`: the entries are for a still
+    image, so those naming no preset get their model's PHOTO_PRESET where it has one."""
     defaults = defaults or {}
     problems: list[dict[str, Any]] = []
     entries: list[PlannedEntry] = []
@@ -100,6 +107,8 @@ def plan(content: dict[str, Any], registry: Registry, defaults: dict[str, str] |
                 _resolve(index, partial, registry, problems, [], defaults)
             continue
         entry = _resolve(index, info, registry, problems, warnings, defaults)
+        if entry is not None and photo and entry.info.preset is None and PHOTO_PRESET in entry.model.presets:
+            entry = replace(entry, info=entry.info.model_copy(update={"preset": PHOTO_PRESET}))
         if entry is not None:
             entries.append(entry)
     if problems:

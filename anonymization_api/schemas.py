@@ -135,6 +135,7 @@ class EntryAudit(BaseModel):
     entry: int
     class_name: str
     model_name: str
+    preset: str | None = Field(None, description="the model's parameter set the entry ran with (photo: a photo's)")
     technique: str
     regions: list[RegionAudit]
     kept: list[RegionAudit] | None = Field(None, description="detections left visible by the entry's keep boxes")

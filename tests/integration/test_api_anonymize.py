@@ -230,6 +230,27 @@ def test_detections_only_and_alongside(api_url):
     assert region_change(grace_hopper(), out, GRACE_HOPPER_FACE) > 20
 
 
+def test_a_photo_is_searched_with_the_photo_preset(api_url, detection_url):
+    """An entry naming no preset runs on a photo with CenterFace's `photo` preset (a pass at 0.75x
+    first, threshold 0.08), not the defaults a video's frames get; one naming a preset keeps it."""
+    image = grace_hopper()
+
+    def face_boxes(**params) -> np.ndarray:
+        dets = unpack_detections(infer(detection_url, "centerface", image[None], True, **params))[0]
+        return dets[dets[:, 4] > 0.5, :4]
+
+    photo, frames, balanced = face_boxes(preset="photo"), face_boxes(), face_boxes(preset="balanced")
+    assert np.abs(photo - frames).max() > 1  # 0.75x and 1x place the face apart: the test can tell them
+    for preset, expected in ((None, photo), ("balanced", balanced)):
+        entry = face_entry() if preset is None else face_entry(preset=preset)
+        (audit,) = anonymize(api_url, encode(image), {"sensitive_info": [entry]}, detections="only").json()["data"][
+            "detections"
+        ]
+        assert audit["preset"] == (preset or "photo")
+        found = np.array([region["box"] for region in audit["regions"] if region["score"] > 0.5])
+        assert np.abs(found - expected).max() < 0.2  # the audit rounds boxes to 0.1 px
+
+
 def test_score_threshold_per_entry(api_url):
     source = encode(grace_hopper())
     loose = anonymize(api_url, source, {"sensitive_info": [face_entry(score_threshold=0.05)]}, detections="only")

@@ -94,3 +94,27 @@ def test_model_parameters_the_model_does_not_take_are_named(tmp_path):
         plan({"sensitive_info": [{**FACE, "model_name": "centerface", "model_parameters": {"scale": 2}}]}, registry)
     (problem,) = refused.value.problems
     assert problem["field"] == "model_parameters" and problem["choices"] == ["score_threshold"]
+
+
+def test_a_photo_gets_the_models_photo_preset_unless_its_entry_names_one(tmp_path):
+    path = tmp_path / "url_configuration.json"
+    presets = {"photo": {"score_threshold": 0.08}, "balanced": {"score_threshold": 0.1}}
+    centerface = {**face_model(0.1), "presets": presets}
+    servers = {
+        "http://127.0.0.1:1/": {"protocol": "oip", "models": {"centerface": centerface}},
+        "http://127.0.0.1:2/": {"protocol": "oip", "models": {"retinaface": face_model(0.3)}},
+    }
+    path.write_text(json.dumps({"urls": list(servers), "servers": servers}))
+    registry = Registry(path, discovery_timeout_s=1)
+    registry.load()
+    entries = [FACE, {**FACE, "preset": "balanced"}, {**FACE, "model_name": "retinaface"}]
+    photo = plan({"sensitive_info": entries}, registry, photo=True)
+    assert [entry.info.preset for entry in photo.entries] == ["photo", "balanced", None]
+    assert list(photo.calls.values()) == [
+        {"preset": "photo", "score_threshold": 0.08},  # the preset's threshold, not the model's default
+        {"preset": "balanced", "score_threshold": 0.1},
+        {"score_threshold": 0.3},  # a model without a photo preset keeps its defaults
+    ]
+    # a video's frames keep the defaults
+    video = plan({"sensitive_info": entries}, registry)
+    assert [entry.info.preset for entry in video.entries] == [None, "balanced", None]
