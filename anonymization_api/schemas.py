@@ -182,6 +182,8 @@ Side = Annotated[int, Field(ge=32, le=16384)]
 # Whole video frames are detected this far apart (every 4th frame at 30 fps), the frames between in
 # windows around what they found (pipelines.key_frames); bench.key_frames measures what it keeps.
 KEY_FRAME_SECONDS = 0.125
+# A tracked region stays hidden this long after its object was last found (covers missed detections).
+HOLD_SECONDS = 0.5
 
 
 class VideoChoices(BaseModel):
@@ -192,7 +194,7 @@ class VideoChoices(BaseModel):
 
     keep_audio: bool = True
     tracking: bool = True
-    hold_seconds: float = Field(0.5, ge=0, le=5)
+    hold_seconds: float = Field(HOLD_SECONDS, ge=0, le=5)
     detection_interval: int = Field(1, ge=1, le=10)
     key_frame_seconds: float = Field(KEY_FRAME_SECONDS, ge=0, le=1)
     detection_size: tuple[Side, Side] | None = None

@@ -28,7 +28,7 @@ from anonymization_api.media.video import upright
 from anonymization_api.pipelines.image import entry_detections
 from anonymization_api.pipelines.key_frames import key_interval, localise_frames, whole_intervals
 from anonymization_api.registry import Registry
-from anonymization_api.schemas import KEY_FRAME_SECONDS
+from anonymization_api.schemas import HOLD_SECONDS, KEY_FRAME_SECONDS
 from bench.tracking_gaps import covered_share, tracked_boxes
 from bench.video_vs_deface import build_clip
 from inference_common.models import PROJECT_ROOT, default_models_dir, fetch_models
@@ -126,7 +126,7 @@ def main() -> None:
         "PETS 480x360, every 3rd": (pets, 3),
         "PETS x12, 1920x1080, every 3rd": (mosaic(args.media / "vtest_pets2009_480x360_h264.avi", args.frames), 3),
     }
-    hold = round(0.5 * rate)
+    hold = round(HOLD_SECONDS * rate)
     print(f"{'video':<32}{'configuration':<46}{'faces':>7}{'recall':>8}{'ms/frame whole / key':>22}{'saved':>7}")
     for name, (frames, interval) in videos.items():
         for label, parameters in CONFIGURATIONS.items():

@@ -34,7 +34,7 @@ from anonymization_api.pipelines.key_frames import KeyDetections, key_interval, 
 from anonymization_api.pipelines.progress import Cancelled, Progress
 from anonymization_api.pipelines.segments import WHOLE, Window
 from anonymization_api.regions import box_regions, mask_regions
-from anonymization_api.schemas import KEY_FRAME_SECONDS
+from anonymization_api.schemas import HOLD_SECONDS, KEY_FRAME_SECONDS
 from anonymization_api.tracking import BoxTracker
 from anonymizer_shared.stages import STAGES, stage
 from anonymizer_shared.wire import NO_DETECTIONS, Task
@@ -49,7 +49,7 @@ class VideoOptions:
     encoder: EncoderSettings
     keep_audio: bool = True
     tracking: bool = True
-    hold_seconds: float = 0.5
+    hold_seconds: float = HOLD_SECONDS
     # Detect on every n-th frame only; tracking interpolates the frames between (needs tracking).
     detection_interval: int = 1
     # Whole frames are detected this far apart (key frames), the frames between only around what the

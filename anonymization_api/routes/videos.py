@@ -32,20 +32,22 @@ from anonymization_api.routes import (
     route,
     warning_header,
 )
-from anonymization_api.schemas import KEY_FRAME_SECONDS, Envelope, JobDescription, VideoChoices
+from anonymization_api.schemas import Envelope, JobDescription, VideoChoices
 from anonymization_api.settings import ApiSettings
 from anonymizer_shared.bmw import envelope
 
 router = APIRouter(tags=["videos"])
 
+# The form's fields state VideoChoices' own types, defaults and bounds: one place for each.
+CHOICES = VideoChoices.model_json_schema()["properties"]
+CHOICE_FIELDS = ("keep_audio", "tracking", "hold_seconds", "detection_interval", "key_frame_seconds")
 JOB_FIELDS = {
     "video": BINARY,
     "configuration": CONFIGURATION_FIELD,
-    "keep_audio": {"type": "boolean", "default": True},
-    "tracking": {"type": "boolean", "default": True},
-    "hold_seconds": {"type": "number", "default": 0.5, "minimum": 0, "maximum": 5},
-    "detection_interval": {"type": "integer", "default": 1, "minimum": 1, "maximum": 10},
-    "key_frame_seconds": {"type": "number", "default": KEY_FRAME_SECONDS, "minimum": 0, "maximum": 1},
+    **{
+        name: {key: CHOICES[name][key] for key in ("type", "default", "minimum", "maximum") if key in CHOICES[name]}
+        for name in CHOICE_FIELDS
+    },
     "detection_size": DETECTION_SIZE_FIELD,
 }
 JOB_FORM_DOC = multipart_doc(["video", "configuration"], JOB_FIELDS)
@@ -64,10 +66,11 @@ def _caller(request: Request) -> Caller:
     return getattr(request.state, "caller", None) or LocalCaller()
 
 
-def _flag(form, name: str, default: bool) -> bool:
+def _flag(form, name: str, default: bool | None = None) -> bool:
+    """A true/false form field; absent: `default`, else the VideoChoices field's default."""
     raw = form_text(form, name)
     if raw is None:
-        return default
+        return CHOICES[name]["default"] if default is None else default
     value = raw.strip().lower()
     if value not in ("true", "false", "1", "0", "yes", "no"):
         raise InvalidRequest(f"{name} '{raw}' must be true or false")
@@ -75,18 +78,20 @@ def _flag(form, name: str, default: bool) -> bool:
 
 
 def _interval(form, tracking: bool) -> int:
-    raw = form_text(form, "detection_interval")
+    raw, field = form_text(form, "detection_interval"), CHOICES["detection_interval"]
     if raw is None:
-        return 1
-    if not raw.isdigit() or not 1 <= int(raw) <= 10:
-        raise InvalidRequest(f"detection_interval '{raw}' must be a whole number from 1 to 10")
+        return field["default"]
+    if not raw.isdigit() or not field["minimum"] <= int(raw) <= field["maximum"]:
+        raise InvalidRequest(
+            f"detection_interval '{raw}' must be a whole number from {field['minimum']} to {field['maximum']}"
+        )
     if int(raw) > 1 and not tracking:
         raise InvalidRequest("detection_interval above 1 needs tracking: frames between detections are tracked")
     return int(raw)
 
 
-def _seconds(form, name: str, default: float, most: float) -> float:
-    raw = form_text(form, name)
+def _seconds(form, name: str) -> float:
+    raw, default, most = form_text(form, name), CHOICES[name]["default"], CHOICES[name]["maximum"]
     try:
         value = default if raw is None else float(raw)
     except ValueError:
@@ -123,13 +128,13 @@ async def _submit(
     # every problem reported now, not when the job runs
     content = parse_configuration(configuration, settings.max_configuration_entries)
     warnings = warning_header(plan(content, registry, settings.default_models).warnings)
-    tracking = _flag(form, "tracking", True)
+    tracking = _flag(form, "tracking")
     choices = VideoChoices(
-        keep_audio=_flag(form, "keep_audio", True),
+        keep_audio=_flag(form, "keep_audio"),
         tracking=tracking,
-        hold_seconds=_seconds(form, "hold_seconds", 0.5, 5),
+        hold_seconds=_seconds(form, "hold_seconds"),
         detection_interval=_interval(form, tracking),
-        key_frame_seconds=_seconds(form, "key_frame_seconds", KEY_FRAME_SECONDS, 1),
+        key_frame_seconds=_seconds(form, "key_frame_seconds"),
         detection_size=form_size(form, "detection_size"),
     )
     jobs, caller = _jobs(request), _caller(request)
