@@ -130,3 +130,30 @@ def test_balanced_cascades_one_scale_down(detector, sparse_scene):
     whole = image.shape[0] * image.shape[1]
     assert sent[0] == pytest.approx(whole * 0.75**2, rel=0.05)  # the first pass, at 0.75x
     assert len(sent) > 1 and sum(sent[1:]) < 0.5 * whole  # then 1x on tiles only
+
+
+def test_a_photo_too_large_for_its_cascade_gets_one_pass_as_large_as_allowed(detector):
+    """The photo preset (0.75x, then 1x and 2x on tiles) on an image whose 1x pass would exceed
+    `max_pixels`: the first pass is not left at 0.75x but runs at the largest scale that fits, as the
+    defaults' one pass does, and the large face it finds is kept (the size limit of a pass above the
+    lowest no longer applies, since it is the only pass)."""
+    photo = detector.parse_params({"preset": "photo"})
+    assert centerface.pass_scales(photo, 700_000) == [0.75, 1.0, 2.0]
+    assert centerface.pass_scales(photo, 2_073_600) == [0.75, 1.0]  # 1080p: the 1x cascade still runs
+    (scale,) = centerface.pass_scales(photo, 4_000_000)
+    assert scale == pytest.approx((photo.max_pixels / 4_000_000) ** 0.5)  # 0.92x: 3.4 MP, not 2.25
+    assert centerface.pass_scales(photo, 12_000_000) == [0.75]  # shrunk to fit either way
+    assert centerface.pass_scales(detector.parse_params({}), 4_000_000) == [1.0]  # video frames: unchanged
+    image = np.full((1700, 2400, 3), 120, np.uint8)  # 4.1 MP
+    face = face_at(grace_hopper(), GRACE_HOPPER_FACE, 400)
+    image[600 : 600 + face.shape[0], 1000 : 1000 + face.shape[1]] = face
+    sent = []
+    infer = detector.engine.infer
+    detector.engine.infer = lambda batch: sent.append(batch.shape[1] * batch.shape[2]) or infer(batch)
+    try:
+        found = detector.detect(image, photo)
+    finally:
+        detector.engine.infer = infer
+    assert len(sent) == 1 and sent[0] == pytest.approx(photo.max_pixels, rel=0.05)
+    truth = (1000, 600, 1000 + face.shape[1], 600 + face.shape[0])
+    assert max(coverage(truth, det[:4]) for det in found if det[4] >= 0.5) > 0.7
