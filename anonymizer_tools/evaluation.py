@@ -135,6 +135,11 @@ class Tally:
     image_pixels: int = 0
     reference_pixels: int = 0
 
+    @property
+    def missed(self) -> int:
+        """Boxes not covered: the count two tools are compared by where their coverage is within a face."""
+        return self.boxes - self.covered
+
     def add(self, other: "Tally") -> None:
         for name, value in asdict(other).items():
             setattr(self, name, getattr(self, name) + value)

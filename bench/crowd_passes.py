@@ -29,11 +29,14 @@ from inference_common.models import default_models_dir, fetch_models
 from inference_common.quantisation import describe_machine
 from inference_detection.centerface import CenterFace, CenterFaceParams
 
-FRAMES = {"scales": "1,2", "score_threshold": CenterFaceParams().score_threshold}  # a video frame's default
-PHOTO = {  # a photo's default, as model parameters (scales as the comma-separated text they take)
-    key: ",".join(map(str, value)) if isinstance(value, list) else value
-    for key, value in CenterFace.presets[PHOTO_PRESET].items()
-}
+
+def as_model_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    """CenterFace's parameters as an entry's `model_parameters` take them (scales as comma-separated text)."""
+    return {key: ",".join(map(str, value)) if isinstance(value, list) else value for key, value in parameters.items()}
+
+
+FRAMES = as_model_parameters(CenterFaceParams().model_dump(include={"scales", "score_threshold"}))  # a frame's default
+PHOTO = as_model_parameters(CenterFace.presets[PHOTO_PRESET])  # a photo's default
 # name -> model parameters of the face entry
 VARIANTS: dict[str, dict[str, Any]] = {
     "1x only": {**FRAMES, "scales": "1"},

@@ -119,7 +119,7 @@ def main() -> None:
         figures = tally.figures()
         alarms, over = figures["false_alarms_per_image"], figures["over_anonymisation"]
         print(
-            f"{name:<46} coverage {figures['coverage_recall']:.4f}  missed {tally.boxes - tally.covered:>3}  "
+            f"{name:<46} coverage {figures['coverage_recall']:.4f}  missed {tally.missed:>3}  "
             f"false alarms a photo {alarms:5.1f}  over-anon {over:.2f}"
         )
     print("faces the photo preset misses, and each view's best-overlapping box (score@IoU):")

@@ -124,7 +124,7 @@ class CenterFace(DetectionModel):
     # crowds and keep 1920x1080 at one pass. `photo` is what a still image gets by default
     # (configuration.PHOTO_PRESET): the cascade from 0.75x, which scores large faces better, at a lower
     # threshold, since a photo gives one look at each face; on WIDER FACE it misses 1 face of 1,796 where
-    # the defaults miss 7, at the same speed. strict adds the 2x pass up to 9 MP at a lower threshold
+    # the defaults miss 7, at about their speed. strict adds the 2x pass up to 9 MP at a lower threshold
     # still. balanced is a pass at 0.75x and, on the tiles where it saw a candidate face of 24 px or less, a
     # pass at 1x (the cascade one scale down): on WIDER FACE it covers more than one 1x pass, at 1.25x its speed.
     presets: ClassVar[dict[str, dict[str, Any]]] = {
