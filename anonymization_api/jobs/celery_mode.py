@@ -11,11 +11,14 @@ still ends in one complete output.
 
 A worker builds its registry and router in the composition root, as the API does, so the URL
 policy, discovery limits and server cap hold on the machines that do the video work too; and it
-checks what it takes from Redis (records, running-step entries) before acting on it.
+checks what it takes from Redis (records, running-step entries) before acting on it. Each worker
+process opens them once, with its first step, and keeps them (`ProcessInference`): a step does not
+discover every server again, as a request to the API does not.
 """
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import os
 import shutil
@@ -28,7 +31,7 @@ from typing import Any
 import redis
 from celery import Celery, signals
 
-from anonymization_api.composition import build_job_store, open_inference
+from anonymization_api.composition import Inference, build_job_store, open_inference
 from anonymization_api.errors import JobsUnavailable
 from anonymization_api.jobs import files, runner
 from anonymization_api.jobs.leases import Leases, Reaper, Step
@@ -103,6 +106,12 @@ def _register_tasks(app: Celery, settings: ApiSettings) -> None:
         reaper.start()
         signals.worker_shutdown.connect(lambda **_: reaper.stop(), weak=False)
 
+    @signals.worker_process_shutdown.connect(weak=False)
+    def _close_inference(**_: Any) -> None:
+        inference = _PROCESS_INFERENCE.pop(id(settings), None)
+        if inference is not None:
+            inference.close()
+
 
 def serve_pool_metrics(host: str, port: int) -> None:
     """Serve, from this (the worker's main) process, the metrics its pool's processes write to
@@ -151,17 +160,57 @@ def _run(settings: ApiSettings, step: Step, work: Work) -> None:
             runner.tidy(ctx)
             return
         with _leases(settings).holding(step, f"{socket.gethostname()}:{os.getpid()}"):
-            asyncio.run(_with_inference(ctx, work))
+            _process_inference(settings).run(ctx, work)
     finally:
         store.close()
 
 
-async def _with_inference(ctx: JobContext, work: Work) -> None:
-    async def step() -> None:
-        async with open_inference(ctx.settings) as inference:
+class ProcessInference:
+    """One worker process's registry and router, opened by its first step and kept for the next,
+    on one event loop of its own (the router's connections belong to it). Before each step, as before
+    each request to the API, the shared registry is read again where another process changed it; and
+    the servers that are down, or that this process has not checked yet, are discovered again, as the
+    API's background discovery does. Servers that answer are not asked again what they serve."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        self._settings = settings
+        self._loop = asyncio.Runner()
+        self._opened = contextlib.AsyncExitStack()
+        self._inference: Inference | None = None
+        self.pid = os.getpid()
+
+    def run(self, ctx: JobContext, work: Work) -> None:
+        async def step() -> None:
+            inference = await self._ready()
             await work(ctx, inference.anonymise)
 
-    await runner.run_step(ctx, step())
+        self._loop.run(runner.run_step(ctx, step()))
+
+    async def _ready(self) -> Inference:
+        if self._inference is None:  # not opened, or opening failed last time: a step fails, not the worker
+            self._inference = await self._opened.enter_async_context(open_inference(self._settings))
+            return self._inference
+        registry = self._inference.registry
+        await registry.sync()
+        if any(not server.available for server in registry.servers()):
+            await registry.refresh(only_unavailable=True)
+        return self._inference
+
+    def close(self) -> None:
+        try:
+            self._loop.run(self._opened.aclose())
+        finally:
+            self._loop.close()
+
+
+_PROCESS_INFERENCE: dict[int, ProcessInference] = {}
+
+
+def _process_inference(settings: ApiSettings) -> ProcessInference:
+    kept = _PROCESS_INFERENCE.get(id(settings))
+    if kept is None or kept.pid != os.getpid():  # a forked process opens its own
+        kept = _PROCESS_INFERENCE[id(settings)] = ProcessInference(settings)
+    return kept
 
 
 class CeleryJobs(Jobs):

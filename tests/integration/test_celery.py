@@ -22,11 +22,13 @@ from anonymizer_tools.processes import Worker, celery_worker, redis_server
 from tests.integration.test_api_video import FAST, assert_faces_hidden, result, submit
 from tests.support.api import face_entry, wait_job
 from tests.support.images import region_change
+from tests.support.listeners import CountingProxy
 from tests.support.metrics import sample
 from tests.support.servers import FAST_REDISCOVERY, free_port, running
 from tests.support.videos import make_video, read_frames
 
 SEGMENTS = {"ANONYMIZER_API_VIDEO_SEGMENT_SECONDS": "1"}
+INFER = "POST /v2/models/centerface/infer"
 RED = json.dumps(
     {"sensitive_info": [face_entry(anonymization_technique="solid", color="#ff0000", model_parameters={"scales": "1"})]}
 )
@@ -107,8 +109,8 @@ def download(api: str, job: dict, folder: Path) -> Path:
     return result(api, job, folder)
 
 
-def segments_of(cluster: Cluster, job_id: str) -> int:
-    store = RedisJobStore(cluster.broker)
+def segments_of(broker: str, job_id: str) -> int:
+    store = RedisJobStore(broker)
     try:
         return len(store.get(job_id).segments)
     finally:
@@ -118,7 +120,7 @@ def segments_of(cluster: Cluster, job_id: str) -> int:
 def test_three_segments_equal_the_embedded_mode_frame_for_frame(cluster, tmp_path, detection_url):
     source = make_video(tmp_path / "three.mp4", frames=45, fps=15, keyframe_interval=15)
     job = wait_job(cluster.api, submit(cluster.api, source.path, FAST).json()["data"]["id"])
-    assert job["state"] == "done" and segments_of(cluster, job["id"]) == 3
+    assert job["state"] == "done" and segments_of(cluster.broker, job["id"]) == 3
     distributed = read_frames(download(cluster.api, job, tmp_path / "celery"))
     env = {**FAST_REDISCOVERY, **SEGMENTS}
     args = ["serve-api", "--data-dir", str(tmp_path / "embedded-data")]
@@ -139,7 +141,7 @@ def test_a_face_the_detector_misses_right_after_a_cut_is_hidden(cluster, tmp_pat
     source = make_video(tmp_path / "cut.mp4", frames=45, fps=15, keyframe_interval=15, faded=frozenset({15, 30}))
     tracked = wait_job(cluster.api, submit(cluster.api, source.path, RED).json()["data"]["id"])
     untracked = wait_job(cluster.api, submit(cluster.api, source.path, RED, tracking="false").json()["data"]["id"])
-    assert segments_of(cluster, tracked["id"]) == 3
+    assert segments_of(cluster.broker, tracked["id"]) == 3
     with_tracking, _, _ = read_frames(download(cluster.api, tracked, tmp_path / "t"))
     without, _, _ = read_frames(download(cluster.api, untracked, tmp_path / "u"))
     assert [i for i in (15, 30) if region_change(source.frames[i], without[i], source.faces[i]) < 30], (
@@ -167,7 +169,7 @@ def test_kill_9_of_a_worker_mid_segment_resumes_on_the_other_and_ends_in_one_com
         logs = "".join(log.read_text() for log in cluster.folder.glob("w*.log"))
         assert "was lost; the step is sent to another worker" in logs
         frames, pts, _ = read_frames(result(cluster.api, job, tmp_path))
-        assert len(frames) == 250 and pts == sorted(set(pts)) and segments_of(cluster, job_id) == 10
+        assert len(frames) == 250 and pts == sorted(set(pts)) and segments_of(cluster.broker, job_id) == 10
         assert_faces_hidden(source, frames)
         outputs = [p.name for p in (cluster.data / "anonymized_videos").iterdir() if "killed" in p.name]
         assert outputs == [job["output"]] and cluster.leftovers() == []
@@ -300,3 +302,28 @@ def test_a_worker_serves_the_metrics_of_its_pool(cluster, tmp_path):
         scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     calls = sample(scraped, "anonymizer_inference_duration_seconds_count", model="centerface", outcome="ok")
     assert calls >= 1, scraped[:2000]
+
+
+def test_a_worker_process_discovers_a_server_once_not_at_every_step(cluster, tmp_path, detection_url):
+    """A worker process keeps the registry and router its first step opened: the later steps of that
+    job (its segments, the join) and the steps of the next job send frames without discovering the
+    server again (discovery always begins with GET v2/health/ready). A Redis database of their own
+    keeps this API and worker apart from the cluster's registry, jobs and queue."""
+    broker = cluster.broker.rsplit("/", 1)[0] + "/1"
+    env = {**cluster.env, "ANONYMIZER_BROKER_URL": broker}
+    data = tmp_path / "data"
+    source = make_video(tmp_path / "three.mp4", frames=45, fps=15, keyframe_interval=15)
+    with (
+        CountingProxy(detection_url) as server,
+        celery_worker("kept@test", broker, data, tmp_path / "kept.log", env),
+        running(["serve-api", "--data-dir", str(data)], "/health", tmp_path / "api-kept.log", env=env) as api,
+    ):
+        httpx.post(f"{api}/set_url", data={"url": server.url}, timeout=60).raise_for_status()
+        first = run_job(api, source.path)
+        assert first["state"] == "done", first
+        discoveries, inferences = server.count("GET /v2/health/ready"), server.count(INFER)
+        second = run_job(api, source.path)
+        assert second["state"] == "done", second
+    assert segments_of(broker, second["id"]) == 3  # five steps: start, three segments, join
+    assert server.count(INFER) > inferences  # the second job's frames went to the server
+    assert server.count("GET /v2/health/ready") == discoveries, server.requests

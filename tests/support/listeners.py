@@ -1,6 +1,7 @@
 """Loopback stand-ins for inference servers in the registry tests: a TCP listener that records
 every request it gets and answers as a test says (JSON, a redirect, an endless or trickling body,
-no HTTP at all), to check what the API sends where and how it copes with what comes back."""
+no HTTP at all), to check what the API sends where and how it copes with what comes back; and a
+proxy that records what reaches a real server."""
 
 import contextlib
 import json
@@ -10,7 +11,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, BinaryIO
+
+import httpx
 
 Answer = Callable[[BinaryIO], None]  # writes the raw answer to the connection
 ENDLESS_LIMIT = 1024**3  # "endless" bodies stop here, so that a client that reads them all cannot take the machine
@@ -155,3 +159,49 @@ def silent_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
         yield sock.getsockname()[1]
+
+
+class CountingProxy:
+    """A loopback HTTP proxy in front of a real server that records each request's "METHOD /path"
+    as `Listener` does, so a test counts what a client asks of the real server (its discovery, its
+    inferences) while the answers stay the server's own."""
+
+    def __init__(self, target: str) -> None:
+        self.requests: list[str] = []
+        proxy, client = self, httpx.Client(base_url=target.rstrip("/"), timeout=60)
+
+        class Handler(BaseHTTPRequestHandler):
+            def forward(self) -> None:
+                proxy.requests.append(f"{self.command} {self.path}")
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                answer = client.request(self.command, self.path, content=body, headers=headers)
+                self.send_response(answer.status_code)
+                for key, value in answer.headers.items():
+                    if key.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = forward
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._client = client
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+
+    def count(self, request: str) -> int:
+        return self.requests.count(request)
+
+    def __enter__(self) -> "CountingProxy":
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._client.close()
