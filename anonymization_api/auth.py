@@ -145,23 +145,27 @@ _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer KEY")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: KEY")
 
 
-def request_key(request: Request) -> str | None:
-    """The key a request presents, read as `_caller` reads it, for routes open to all that tell admins more."""
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return request.headers.get("x-api-key")
-
-
-def _caller(
-    request: Request,
+def _presented_key(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
-) -> Caller:
+) -> str | None:
+    return bearer.credentials if bearer else api_key
+
+
+def _caller(request: Request, key: Annotated[str | None, Depends(_presented_key)]) -> Caller:
     keys: KeyRing = request.app.state.keys
-    caller = keys.caller(bearer.credentials if bearer else api_key)
+    caller = keys.caller(key)
     request.state.caller = caller
     return caller
+
+
+def _is_admin(request: Request, key: Annotated[str | None, Depends(_presented_key)]) -> bool:
+    """For routes open to all that tell admins more: whether the request carries an admin key (or
+    the service runs without keys); a request with no key or a wrong one is answered all the same."""
+    try:
+        return request.app.state.keys.caller(key).is_admin
+    except Unauthenticated:
+        return False
 
 
 def require_user(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
@@ -175,3 +179,6 @@ def require_admin(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
 
 
 CallerDep = Annotated[Caller, Depends(require_user)]
+IsAdminDep = Annotated[bool, Depends(_is_admin)]
+# OpenAPI's "no key is needed" alternative, for the routes that take IsAdminDep
+OPTIONAL_KEY = {"security": [{}]}

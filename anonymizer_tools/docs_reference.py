@@ -418,7 +418,7 @@ def example(method: str, path: str, operation: dict, document: dict) -> str:
     body = operation.get("requestBody", {}).get("content", {})
     plain = method == "get" or (method == "post" and body)
     parts = ["curl" if plain else f"curl -X {method.upper()}"]
-    if operation.get("security"):
+    if operation.get("security") and {} not in operation["security"]:
         parts.append('-H "X-API-Key: $KEY"')
     for content_type, content in body.items():
         schema = _resolve(document, content.get("schema", {}))
@@ -450,8 +450,11 @@ def operation_section(document: dict, path: str, method: str, operation: dict) -
     if operation.get("description"):
         lines += [_text(operation["description"].strip()), ""]
     if operation.get("security"):
-        schemes = sorted({name for requirement in operation["security"] for name in requirement})
-        lines += [f"Needs an API key ({', '.join(f'`{scheme}`' for scheme in schemes)}) where keys are configured.", ""]
+        schemes = ", ".join(f"`{name}`" for name in sorted({name for need in operation["security"] for name in need}))
+        if {} in operation["security"]:  # OpenAPI's "or none"
+            lines += [f"Open to all; an API key ({schemes}) where keys are configured shows more.", ""]
+        else:
+            lines += [f"Needs an API key ({schemes}) where keys are configured.", ""]
     parameters = operation.get("parameters", [])
     if parameters:
         lines += [

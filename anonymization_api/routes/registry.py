@@ -4,10 +4,10 @@
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from starlette.datastructures import FormData
 
-from anonymization_api.auth import Unauthenticated, request_key, require_admin, require_user
+from anonymization_api.auth import OPTIONAL_KEY, IsAdminDep, require_admin, require_user
 from anonymization_api.deps import FormDep, RegistryDep
 from anonymization_api.errors import InvalidRequest
 from anonymization_api.registry import parse_given
@@ -137,20 +137,12 @@ async def available_methods(registry: RegistryDep) -> dict[str, Any]:
     "/health",
     summary="Liveness, with how many inference servers are available; an admin also sees which",
     response_model=Envelope[Health],
+    openapi_extra=OPTIONAL_KEY,
 )
-async def health(request: Request, registry: RegistryDep) -> dict[str, Any]:
+async def health(registry: RegistryDep, admin: IsAdminDep) -> dict[str, Any]:
     servers = registry.servers()
     available = sum(server.available for server in servers)
     health = {"status": "ok", "available": available, "unavailable": len(servers) - available, "servers": {}}
-    if _is_admin(request):  # addresses tell where the images go: not for anyone who can reach the port
+    if admin:  # addresses tell where the images go: not for anyone who can reach the port
         health["servers"] = {server.url: server.available for server in servers}
     return envelope(health)
-
-
-def _is_admin(request: Request) -> bool:
-    """Whether the request carries an admin key (or the service runs without keys, on loopback);
-    a health check sends none and is answered all the same."""
-    try:
-        return request.app.state.keys.caller(request_key(request)).is_admin
-    except Unauthenticated:
-        return False

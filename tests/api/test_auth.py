@@ -143,8 +143,9 @@ def test_health_tells_anyone_how_many_servers_answer_and_only_admins_where_they_
                 "unavailable": 1,
                 "servers": {},
             }
-        admin = client.get("/health", headers=bearer(ADMIN_KEY)).json()["data"]
-        assert admin["servers"] == {"http://10.9.9.9:8081/": False}
+        for headers in (bearer(ADMIN_KEY), {"X-API-Key": ADMIN_KEY}):
+            admin = client.get("/health", headers=headers).json()["data"]
+            assert admin["servers"] == {"http://10.9.9.9:8081/": False}
         assert client.get("/metrics").status_code == 401
         assert client.get("/metrics", headers=bearer(USER_KEY)).status_code == 403
         scraped = client.get("/metrics", headers=bearer(ADMIN_KEY))
