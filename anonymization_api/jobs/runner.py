@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ class JobContext:
     record: JobRecord
     settings: ApiSettings
     store: JobStore
+    _info: VideoInfo | None = field(default=None, init=False, repr=False)
 
     @property
     def data_dir(self) -> Path:
@@ -104,8 +105,12 @@ class JobContext:
         return video_options(choices, self.settings)
 
     async def probe(self) -> VideoInfo:
-        """The input, checked against this process's limits (a worker's may be lower than the API's)."""
-        return await asyncio.to_thread(probe, self.input, video_limits(self.settings))
+        """The input, checked against this process's limits (a worker's may be lower than the API's),
+        once per step: the API's check at submission does not hold here, and the record that names
+        the file comes from the job store."""
+        if self._info is None:
+            self._info = await asyncio.to_thread(probe, self.input, video_limits(self.settings))
+        return self._info
 
     def is_cancelled(self) -> bool:
         """True once the job is no longer running: cancelled, failed in another worker, interrupted."""

@@ -22,10 +22,12 @@ from anonymization_api.jobs import (
     describe,
     job_request,
     output_name,
+    runner,
     upload_path,
 )
 from anonymization_api.jobs.manager import RESTARTED
 from anonymization_api.jobs.runner import JobContext, run_here, run_step
+from anonymization_api.media.video import probe
 from anonymization_api.schemas import VideoChoices
 from anonymization_api.settings import ApiSettings
 from tests.support.videos import make_video
@@ -307,14 +309,14 @@ def test_a_job_whose_output_does_not_fit_fails_with_507_and_leaves_nothing(data)
     assert leftovers(data) == []
 
 
-def run_record(data, record_request, **limits) -> JobRecord:
+def run_record(data, record_request, anonymise=writes, **limits) -> JobRecord:
     """One job run by the runtime from a record as a store would hand it over, under `limits`."""
     settings = settings_of(data, **limits)
     store = SqliteJobStore(settings.jobs_db)
     record = JobRecord("a" * 12, None, "clip.mp4", upload(data).name, "Anonymized_clip.mp4", record_request)
     store.create(record)
     ctx = JobContext(record, settings, store)
-    asyncio.run(run_step(ctx, run_here(ctx, writes)))
+    asyncio.run(run_step(ctx, run_here(ctx, anonymise)))
     try:
         return store.get(record.id)
     finally:
@@ -333,3 +335,16 @@ def test_a_record_with_choices_beyond_their_bounds_is_not_run(data):
     job = run_record(data, request)
     assert job.state is JobState.FAILED and job.error_status == 400 and "hold_seconds" in job.error
     assert leftovers(data) == []
+
+
+def test_a_step_reads_its_input_once(data, monkeypatch):
+    """The step checks the input once, for its cuts and its frames alike (the real probe, counted)."""
+    read = []
+    monkeypatch.setattr(runner, "probe", lambda *args: read.append(args) or probe(*args))
+
+    async def probes_and_writes(ctx, window, output):
+        assert (await ctx.probe()).width == 480  # as the real anonymise_window does
+        await writes(ctx, window, output)
+
+    job = run_record(data, REQUEST, probes_and_writes)
+    assert job.state is JobState.DONE and len(read) == 1, job.error
