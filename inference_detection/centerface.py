@@ -139,8 +139,9 @@ class CenterFace(DetectionModel):
     def predict(self, images: np.ndarray, params: CenterFaceParams) -> dict[str, np.ndarray]:
         # The first pass of a batch runs as one network call: a video's key-frame windows come 16 to a
         # request, and 256 px images one at a time spend more in each call's overhead than in the network.
-        batched = len(images) > 1 and not _flipped(params, params.scales[0])
-        first = self._first_passes(images, params) if batched else None
+        scale = pass_scales(params, params.frame_pixels or images.shape[1] * images.shape[2])[0]
+        batched = len(images) > 1 and not _flipped(params, scale)
+        first = self._first_passes(images, scale, params) if batched else None
         return pack_detections([self.detect(image, params, first and first[i]) for i, image in enumerate(images)])
 
     def detect(
@@ -168,10 +169,11 @@ class CenterFace(DetectionModel):
         dets = np.concatenate(found) if found else NO_DETECTIONS
         return boxes.nms(boxes.clip(dets, width, height), NMS_IOU)
 
-    def _first_passes(self, images: np.ndarray, params: CenterFaceParams) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The first pass (unmirrored) of every image of a batch (B, H, W, 3) in one network call: per
-        image its detections and candidate centres in image pixels, as `_detect_at` gives them."""
-        scale = pass_scales(params, params.frame_pixels or images.shape[1] * images.shape[2])[0]
+    def _first_passes(
+        self, images: np.ndarray, scale: float, params: CenterFaceParams
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The first pass (unmirrored, at `scale`) of every image of a batch (B, H, W, 3) in one network
+        call: per image its detections and candidate centres in image pixels, as `_detect_at` gives them."""
         inputs = [fit_and_pad(image, scale, params.max_pixels, 32) for image in images]
         heatmap, log_scale, offset, _landmarks = self.engine.infer(np.stack([net_input for net_input, _ in inputs]))
         floor = min(CANDIDATE_SCORE, params.score_threshold / 2)
