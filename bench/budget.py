@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from anonymizer_shared.stages import SECONDS_METRIC
 
 # The API's stages in the order a request meets them; the inference server's come inside `detect`.
-API_STAGES = ("receive", "decode", "detect", "track", "hide", "encode", "answer")
+API_STAGES = ("receive", "decode", "detect", "track", "hide", "audit", "encode", "answer")
 SERVER_STAGES = ("server receive", "server parse", "server model", "server answer")
 
 

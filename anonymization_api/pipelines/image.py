@@ -168,6 +168,12 @@ def entry_regions(entry: PlannedEntry, result: np.ndarray, width: int, height: i
     return regions, audit
 
 
+def audit(plan: Plan, results: Results, index: int, width: int, height: int) -> list[EntryAudit]:
+    """What `anonymise` would hide in image `index` of the batch, its pixels left alone: the answer
+    to a request for the detections only."""
+    return [entry_regions(entry, results[entry.call_key][index], width, height)[1] for entry in plan.entries]
+
+
 def anonymise(
     image: np.ndarray, plan: Plan, results: Results, index: int, in_place: bool = False
 ) -> tuple[np.ndarray, list[EntryAudit]]:

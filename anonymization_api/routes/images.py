@@ -23,7 +23,7 @@ from anonymization_api.errors import InvalidRequest
 from anonymization_api.inference import InferenceRouter
 from anonymization_api.media.images import OutputFormat, encode_image
 from anonymization_api.metrics import ApiMetrics
-from anonymization_api.pipelines.image import anonymise, localise
+from anonymization_api.pipelines.image import anonymise, audit, localise
 from anonymization_api.routes import (
     BINARY,
     CONFIGURATION_FIELD,
@@ -128,13 +128,16 @@ async def _anonymise(
     output_format = OutputFormat.choose(input_format, requested_format)
     with stage("detect"):
         results = await localise(the_plan, [image], router, detection_size)
-    with stage("hide"):
-        anonymised, audit = await asyncio.to_thread(anonymise, image, the_plan, results, 0, True)
-    metrics.count_hidden((entry.class_name, len(entry.regions)) for entry in audit)
-    answer = ImageAudit(
-        width=image.shape[1], height=image.shape[0], detections=audit, warnings=the_plan.warnings or None
-    )
+    height, width = image.shape[:2]
     headers = warning_header(the_plan.warnings)
+    if mode == "only":  # no image goes back: its pixels are not touched
+        with stage("audit"):
+            found = await asyncio.to_thread(audit, the_plan, results, 0, width, height)
+    else:
+        with stage("hide"):
+            anonymised, found = await asyncio.to_thread(anonymise, image, the_plan, results, 0, True)
+    metrics.count_hidden((entry.class_name, len(entry.regions)) for entry in found)
+    answer = ImageAudit(width=width, height=height, detections=found, warnings=the_plan.warnings or None)
     if mode == "only":
         return JSONResponse(envelope(answer.model_dump(exclude_none=True)), headers=headers)
     with stage("encode"):

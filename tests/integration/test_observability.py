@@ -58,6 +58,9 @@ def test_an_anonymize_is_measured_and_followed_by_its_request_id(api_url, detect
     assert sample(after_api, calls, **timed) == sample(before_api, calls, **timed) + 1
     hidden = "anonymizer_regions_hidden_total"
     assert sample(after_api, hidden, class_name="face") == sample(before_api, hidden, class_name="face") + faces
+    stages = "anonymizer_stage_items_total"  # detections only: the regions are found, no pixel is touched
+    assert sample(after_api, stages, stage="audit") == sample(before_api, stages, stage="audit") + 1
+    assert sample(after_api, stages, stage="hide") == sample(before_api, stages, stage="hide")
     route = {"method": "POST", "route": "/anonymize", "status": "200"}
     requests = "anonymizer_http_requests_total"
     assert sample(after_api, requests, **route) == sample(before_api, requests, **route) + 1
