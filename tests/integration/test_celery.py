@@ -307,23 +307,29 @@ def test_a_worker_serves_the_metrics_of_its_pool(cluster, tmp_path):
 def test_a_worker_process_discovers_a_server_once_not_at_every_step(cluster, tmp_path, detection_url):
     """A worker process keeps the registry and router its first step opened: the later steps of that
     job (its segments, the join) and the steps of the next job send frames without discovering the
-    server again (discovery always begins with GET v2/health/ready). A Redis database of their own
-    keeps this API and worker apart from the cluster's registry, jobs and queue."""
+    server again (discovery always begins with GET v2/health/ready); a server registered meanwhile
+    is discovered by the next step, once. A Redis database of their own keeps this API and worker
+    apart from the cluster's registry, jobs and queue."""
     broker = cluster.broker.rsplit("/", 1)[0] + "/1"
     env = {**cluster.env, "ANONYMIZER_BROKER_URL": broker}
     data = tmp_path / "data"
     source = make_video(tmp_path / "three.mp4", frames=45, fps=15, keyframe_interval=15)
+    ready = "GET /v2/health/ready"
     with (
         CountingProxy(detection_url) as server,
+        CountingProxy(detection_url) as added,
         celery_worker("kept@test", broker, data, tmp_path / "kept.log", env),
         running(["serve-api", "--data-dir", str(data)], "/health", tmp_path / "api-kept.log", env=env) as api,
     ):
         httpx.post(f"{api}/set_url", data={"url": server.url}, timeout=60).raise_for_status()
         first = run_job(api, source.path)
         assert first["state"] == "done", first
-        discoveries, inferences = server.count("GET /v2/health/ready"), server.count(INFER)
+        discoveries, inferences = server.count(ready), server.count(INFER)
+        httpx.post(f"{api}/set_url", data={"url": added.url}, timeout=60).raise_for_status()
+        assert added.count(ready) == 1  # the API's own discovery, at registration
         second = run_job(api, source.path)
         assert second["state"] == "done", second
     assert segments_of(broker, second["id"]) == 3  # five steps: start, three segments, join
-    assert server.count(INFER) > inferences  # the second job's frames went to the server
-    assert server.count("GET /v2/health/ready") == discoveries, server.requests
+    assert server.count(INFER) + added.count(INFER) > inferences  # the second job's frames went out
+    assert server.count(ready) == discoveries, server.requests
+    assert added.count(ready) == 2, added.requests  # and the worker's, before its first step that needed it
