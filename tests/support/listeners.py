@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
 
 import httpx
 
@@ -112,7 +112,21 @@ def oip_model(
     }
 
 
-class Listener:
+class Served:
+    """A loopback server (`_server`) that serves on a thread of its own while the `with` block lasts."""
+
+    _server: socketserver.BaseServer
+
+    def __enter__(self) -> Self:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class Listener(Served):
     """`answers` maps "METHOD /path" to an Answer; others are 404. `requests` holds each request's
     "METHOD /path", and `hosts` its Host header, in the order they came."""
 
@@ -143,14 +157,6 @@ class Listener:
         self.port = self._server.server_address[1]
         self.url = f"http://{host}:{self.port}/"
 
-    def __enter__(self) -> "Listener":
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
 
 @contextmanager
 def silent_port() -> Iterator[int]:
@@ -161,7 +167,7 @@ def silent_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-class CountingProxy:
+class CountingProxy(Served):
     """A loopback HTTP proxy in front of a real server that records each request's "METHOD /path"
     as `Listener` does, so a test counts what a client asks of the real server (its discovery, its
     inferences) while the answers stay the server's own."""
@@ -197,11 +203,6 @@ class CountingProxy:
     def count(self, request: str) -> int:
         return self.requests.count(request)
 
-    def __enter__(self) -> "CountingProxy":
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__exit__(*exc)
         self._client.close()
