@@ -6,6 +6,7 @@ by a broker time-out shortened for the test."""
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from anonymization_api.jobs.celery_mode import create_celery
+from anonymization_api.jobs.leases import PREFIX
 from anonymization_api.jobs.redis_store import RedisJobStore
 from anonymization_api.settings import ApiSettings
 from anonymizer_tools.processes import Worker, celery_worker, redis_server
@@ -29,6 +31,7 @@ from tests.support.videos import make_video, read_frames
 
 SEGMENTS = {"ANONYMIZER_API_VIDEO_SEGMENT_SECONDS": "1"}
 INFER = "POST /v2/models/centerface/infer"
+LEASE_PREFIX = f"{PREFIX}lease:"
 RED = json.dumps(
     {"sensitive_info": [face_entry(anonymization_technique="solid", color="#ff0000", model_parameters={"scales": "1"})]}
 )
@@ -69,18 +72,24 @@ def cluster(tmp_path_factory, detection_url) -> Iterator[Cluster]:
 
 
 def busy_worker(cluster: Cluster, job_id: str) -> Worker:
-    """The worker running one of the job's tasks."""
-    app = create_celery(ApiSettings(broker_url=cluster.broker))
+    """The worker holding the lease of one of the job's steps: killed, it leaves a lease to lapse (a
+    worker killed between taking a task and leasing its step leaves it to the broker's time-out)."""
+    import redis
+
+    client = redis.Redis.from_url(cluster.broker, decode_responses=True)
     try:
-        for _ in range(100):
-            active = app.control.inspect(timeout=1).active() or {}
-            for candidate in cluster.workers:
-                if any(job_id in str(task.get("args")) for task in active.get(candidate.name, [])):
-                    return candidate
-            time.sleep(0.1)
+        for _ in range(200):
+            for key in client.scan_iter(f"{LEASE_PREFIX}*:{job_id}*"):
+                holder = client.get(key)  # host:pid of the pool process running the step
+                with contextlib.suppress(ProcessLookupError, TypeError, ValueError):
+                    group = os.getpgid(int(holder.rsplit(":", 1)[1]))
+                    for candidate in cluster.workers:
+                        if candidate.process.pid == group:  # each worker runs in a process group of its own
+                            return candidate
+            time.sleep(0.02)
     finally:
-        app.close()
-    raise AssertionError(f"no worker is running job {job_id}")
+        client.close()
+    raise AssertionError(f"no worker holds a lease of job {job_id}")
 
 
 def test_a_batch_of_videos_completes_on_the_workers(cluster, tmp_path):
