@@ -8,7 +8,7 @@ The 1080p input is built from the real pedestrian video in the shared media (thr
 `.bench-venv` (created on first use: deface pulls in opencv-python, which must not replace the
 service's OpenCV), at its defaults (threshold 0.2, blurring, the whole frame). Ours runs end to
 end with the default face entry (blurring) and the default video options: upload to /jobs, the
-job, the download of the result; whole frames on key frames every 0.1 s, the frames between in
+job, the download of the result; whole frames on key frames every 0.125 s, the frames between in
 windows around the faces (`key_frame_seconds`; what that keeps is measured by `bench.key_frames`).
 The contenders alternate, twice each, and the better run of each counts; the ratio is ours over
 deface's fps. Target: at least 5x at full size. `--half` adds both at 960x544 (deface's `--scale`,

@@ -4,7 +4,7 @@ models are fetched (`anonymizer models fetch`), never committed and never downlo
 Two networks have an INT8 twin (`QUANTISED`), each with the rule `auto` follows for it:
 - CenterFace: INT8 only where OpenVINO infers in float32 (AVX2, AVX-512 without bf16), where it is
   1.3-1.8x as fast; on bf16 CPUs it gains 1.05-1.25x and costs `balanced` some recall, so float
-  runs there (docs/benchmarks.md).
+  runs there (docs/benchmarks.md). Its first three convolutions stay in float.
 - YOLOv4-tiny: INT8 everywhere. On an AVX-512 bf16 CPU its whole-image pass of a 640x480 frame
   takes 17 ms in the detector against 27 in bf16, with coverage on TUD-Campus and its far mosaics
   within 0.005 of the float network's (`bench.persons_vs_hog --far`, docs/models.md).
@@ -59,6 +59,9 @@ class Quantisable:
     # Operations left in float: YOLOv4-tiny decodes its boxes in the graph, and 8 bits calibrated on
     # one input size clip the coordinates of any larger one.
     float_operations: tuple[str, ...] = ()
+    # The first convolutions, in the network's order, left in float: they see the raw pixels at full
+    # resolution, where 8 bits lose most of the faint detail that small faces are found by.
+    float_first_convolutions: int = 0
     # Asymmetric activation ranges (NNCF's MIXED preset): leaky ReLU's outputs reach below zero a
     # little, and a symmetric range spends half its steps there; YOLOv4-tiny, quantised symmetrically,
     # scored a 30 px pedestrian 0.07 where the float network scores 0.32 (0.50 asymmetric).
@@ -75,6 +78,7 @@ class Quantisable:
             "openvino": version("openvino"),
             "nncf": version("nncf"),
             "calibration": self.calibration_version,
+            "float_first_convolutions": self.float_first_convolutions,
         }
 
     def ready(self, models_dir: Path) -> bool:
@@ -170,6 +174,10 @@ CENTERFACE_INT8 = Quantisable(
     calibration=face_calibration,
     calibration_version=1,
     everywhere=False,
+    # MobileNetV2's stem block (a 3x3 convolution, a depthwise one, the projection): with it in float,
+    # whole-frame detection on the AVX2 path no longer scores a torso as a face, and finds more of the
+    # small faces the float network finds (docs/benchmarks.md, "CenterFace in each precision").
+    float_first_convolutions=3,
 )
 YOLO_INT8 = Quantisable(
     name="YOLOv4-tiny",
@@ -182,6 +190,12 @@ YOLO_INT8 = Quantisable(
     asymmetric_activations=True,
 )
 QUANTISED = (CENTERFACE_INT8, YOLO_INT8)
+
+
+def first_convolutions(model, count: int) -> list[str]:
+    """The names of the first `count` convolutions of an OpenVINO model, in its order of execution."""
+    kinds = ("Convolution", "GroupConvolution", "ConvolutionBackpropData")
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in kinds][:count]
 
 
 def quantise(network: Quantisable, models_dir: Path) -> Path:
@@ -208,7 +222,9 @@ def quantise(network: Quantisable, models_dir: Path) -> Path:
         model,
         nncf.Dataset(samples),
         subset_size=len(samples),
-        ignored_scope=nncf.IgnoredScope(types=list(network.float_operations)),
+        ignored_scope=nncf.IgnoredScope(
+            names=first_convolutions(model, network.float_first_convolutions), types=list(network.float_operations)
+        ),
         preset=nncf.QuantizationPreset.MIXED if network.asymmetric_activations else nncf.QuantizationPreset.PERFORMANCE,
     )
     record.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ from inference_common.quantisation import (
     QUANTISED,
     YOLO_INT8,
     face_calibration,
+    first_convolutions,
     int8_model,
     street_calibration,
 )
@@ -38,6 +39,23 @@ def test_calibration_images_are_the_same_on_every_machine():
 @pytest.mark.parametrize("network", QUANTISED, ids=lambda network: network.name)
 def test_the_install_made_an_up_to_date_int8_network(network):
     assert network.ready(default_models_dir())
+
+
+def test_int8_centerface_keeps_its_first_convolutions_in_float():
+    """The stem's convolutions read their inputs in float (no FakeQuantize before them); the
+    convolution after them reads 8-bit activations."""
+    import openvino as ov
+
+    model = ov.Core().read_model(CENTERFACE_INT8.paths(default_models_dir())[0])
+    count = CENTERFACE_INT8.float_first_convolutions
+    names = first_convolutions(model, count + 1)
+    by_name = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
+
+    def reads_8_bits(name: str) -> bool:
+        return by_name[name].input(0).get_source_output().get_node().get_type_name() == "FakeQuantize"
+
+    assert count == 3
+    assert [reads_8_bits(name) for name in names] == [False, False, False, True]
 
 
 @pytest.fixture
