@@ -9,9 +9,8 @@ every frame that are still covered (70 % of the face box inside one hidden box, 
 `bench.tracking_gaps` counts) when whole frames are detected on key frames only, the windows in
 between; and the network time per frame of both. Where CenterFace runs in INT8 (AVX2 CPUs), it
 prints besides the share of what the float network finds on every whole frame that the INT8 key
-frames cover: INT8's whole-frame false alarms (a torso scored just over the threshold in one frame)
-are in the first reference and count as misses there, while the faces it exists for are the float
-network's. Videos: the egoblur clip (608x1080, 30 fps, so a
+frames cover: INT8's own whole-frame false alarms are in the first reference and count as misses
+there, while the faces INT8 stands in for are the float network's. Videos: the egoblur clip (608x1080, 30 fps, so a
 key frame every 4th), the 1920x1080 clip `bench.video_vs_deface` builds from it, and, as stress
 tests at a key frame every 3rd frame, the PETS video (10 fps, so its people move 2.5x as far between
 key frames as at 30 fps) and a 1920x1080 mosaic of 12 PETS views (many tiny faces).
