@@ -8,18 +8,19 @@ Per network, over the first `--limit` WIDER FACE photos (cropped to a multiple o
 - error: the mean absolute difference of the two heatmaps where either scores over 0.05;
 - float peaks: local maxima of the float heatmap at 0.1 or more (the default threshold), and how
   many of them INT8 scores under 0.1 (missed) or INT8 has where float has none (added).
-Float here is the float network in f32, the reference INT8 is made from. `--int8` adds other INT8
-networks (OpenVINO IR) to compare with the one `models fetch` made.
+Float here is the network INT8 is made from, in the precision this CPU infers in (f32 on the AVX2
+path: `ONEDNN_MAX_CPU_ISA=AVX2 ANONYMIZER_INFERENCE_PRECISION=f32`, where INT8 runs). `--int8` adds
+other INT8 networks (OpenVINO IR) to compare with the one `models fetch` made.
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 
+from anonymizer_tools.evaluation import load_dataset
 from inference_common.engine import make_engine
 from inference_common.models import CENTERFACE, PROJECT_ROOT, default_models_dir, fetch_models
 from inference_common.quantisation import CENTERFACE_INT8, describe_machine
@@ -50,8 +51,8 @@ def agreement(reference, engine, images: list[np.ndarray]) -> tuple[float, int, 
 
 def wider_photos(dataset: Path, limit: int) -> list[np.ndarray]:
     photos = []
-    for item in json.loads((dataset / "annotations.json").read_text())["images"][:limit]:
-        image = cv2.cvtColor(cv2.imread(str(dataset / item["file"])), cv2.COLOR_BGR2RGB)
+    for item in load_dataset(dataset, limit)["images"]:
+        image = cv2.imread(str(dataset / item["file"]), cv2.IMREAD_COLOR_RGB)
         height, width = image.shape[:2]
         photos.append(image[: height // 32 * 32, : width // 32 * 32])
     return photos

@@ -23,6 +23,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import av
 import numpy as np
@@ -113,16 +114,9 @@ def float_twin(detector: CenterFace) -> CenterFace | None:
     """The float CenterFace, where `detector` runs the INT8 one; else None."""
     if not detector.engine_name.endswith("-int8"):
         return None
-    previous = os.environ.get(INT8_ENV)
-    os.environ[INT8_ENV] = "off"
-    try:
-        twin = CenterFace()
+    twin = CenterFace()
+    with mock.patch.dict(os.environ, {INT8_ENV: "off"}):
         twin.load(default_models_dir())
-    finally:
-        if previous is None:
-            del os.environ[INT8_ENV]
-        else:
-            os.environ[INT8_ENV] = previous
     return twin
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import redis
 
 from anonymization_api.jobs.celery_mode import create_celery
 from anonymization_api.jobs.leases import PREFIX
@@ -74,8 +75,6 @@ def cluster(tmp_path_factory, detection_url) -> Iterator[Cluster]:
 def busy_worker(cluster: Cluster, job_id: str) -> Worker:
     """The worker holding the lease of one of the job's steps: killed, it leaves a lease to lapse (a
     worker killed between taking a task and leasing its step leaves it to the broker's time-out)."""
-    import redis
-
     client = redis.Redis.from_url(cluster.broker, decode_responses=True)
     try:
         for _ in range(200):
