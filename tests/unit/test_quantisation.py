@@ -58,6 +58,26 @@ def test_int8_centerface_keeps_its_first_convolutions_in_float():
     assert [reads_8_bits(name) for name in names] == [False, False, False, True]
 
 
+def test_openvino_runs_every_convolution_after_the_stem_in_8_bits():
+    """Depthwise convolutions included: quantised from the ONNX graph as it is read, their weights
+    came per group and kernel column, which OpenVINO cannot run in INT8, so it ran them in float."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(CENTERFACE_INT8.paths(default_models_dir())[0])
+    stem = set(first_convolutions(model, CENTERFACE_INT8.float_first_convolutions))
+    model.reshape([1, 3, 64, 64])
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    precisions = {
+        op.get_friendly_name(): op.get_rt_info()["runtimePrecision"].astype(str)
+        for op in compiled.get_runtime_model().get_ordered_ops()
+        if "Convolution" in op.get_rt_info()["layerType"].astype(str)
+    }
+    depthwise = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "GroupConvolution"]
+    assert len(precisions) > 50 and len(set(depthwise) - stem) >= 15
+    assert {name for name, precision in precisions.items() if precision not in ("u8", "i8")} == stem
+
+
 @pytest.fixture
 def float_only_models(tmp_path):
     """A models folder with the float CenterFace alone."""
