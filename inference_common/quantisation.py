@@ -253,13 +253,15 @@ def quantise(network: Quantisable, models_dir: Path) -> Path:
     return target
 
 
-def int8_model(network: Quantisable, models_dir: Path) -> Path | None:
+def int8_model(network: Quantisable, models_dir: Path, everywhere: bool = False) -> Path | None:
     """`network`'s INT8 twin to run, or None for the float one: by $ANONYMIZER_INT8 and, for `auto`,
-    the network's rule (everywhere, or only where OpenVINO infers in f32)."""
+    the network's rule (everywhere, or only where OpenVINO infers in f32); `everywhere` asks for the
+    INT8 twin on every CPU, as a preset that puts speed first does (`off` still rules it out)."""
     choice = os.environ.get(INT8_ENV, "auto").lower()
     if choice not in ("auto", "on", "off"):
         raise ValueError(f"{INT8_ENV}={choice!r} is not one of auto, on, off")
-    if choice == "off" or (choice == "auto" and not network.everywhere and inference_precision() != "f32"):
+    anywhere = network.everywhere or everywhere
+    if choice == "off" or (choice == "auto" and not anywhere and inference_precision() != "f32"):
         return None
     if not network.ready(models_dir):
         if choice == "on":
@@ -273,10 +275,12 @@ def int8_model(network: Quantisable, models_dir: Path) -> Path | None:
     return network.paths(models_dir)[0]
 
 
-def load_engine(network: Quantisable, models_dir: Path) -> tuple[Engine | OnnxRuntimeEngine, str]:
+def load_engine(
+    network: Quantisable, models_dir: Path, everywhere: bool = False
+) -> tuple[Engine | OnnxRuntimeEngine, str]:
     """The engine that runs `network` (its INT8 twin where `int8_model` says so on OpenVINO; ONNX
     Runtime always runs the float network) and the name the server reports for it."""
-    int8 = int8_model(network, models_dir)
+    int8 = int8_model(network, models_dir, everywhere)
     engine = make_engine(network.source(models_dir), network.pixels, openvino_path=int8)
     return engine, engine.name + ("-int8" if int8 and isinstance(engine, Engine) else "")
 

@@ -120,6 +120,27 @@ def test_a_missing_or_stale_int8_network_is_not_used(monkeypatch, float_only_mod
     assert not CENTERFACE_INT8.ready(float_only_models)
 
 
+@pytest.mark.parametrize("precision", ["bf16", "f32"])
+def test_balanced_runs_the_int8_network_on_every_cpu(monkeypatch, precision):
+    """`network: int8` (the balanced preset) runs the INT8 twin also where `auto` runs float, and
+    ANONYMIZER_INT8=off still rules it out. Engines are only made here, not compiled."""
+    monkeypatch.delenv("ANONYMIZER_INT8", raising=False)
+    monkeypatch.setenv("ANONYMIZER_INFERENCE_PRECISION", precision)
+    model = CenterFace()
+    model.load(default_models_dir())
+
+    def network(params: dict) -> str:
+        return model._engine(model.parse_params(params)).network
+
+    assert network({"preset": "balanced"}) == network({"network": "int8"}) == "centerface_int8"
+    assert network({}) == ("centerface" if precision == "bf16" else "centerface_int8")
+    assert network({"preset": "photo"}) == network({})
+    assert (model.int8_engine is model.engine) == (precision == "f32")  # one engine where auto runs INT8 already
+    monkeypatch.setenv("ANONYMIZER_INT8", "off")
+    model.load(default_models_dir())
+    assert network({"preset": "balanced"}) == network({}) == "centerface"
+
+
 def test_an_unknown_setting_names_the_choices(monkeypatch):
     monkeypatch.setenv("ANONYMIZER_INT8", "yes")
     with pytest.raises(ValueError, match="auto, on, off"):
