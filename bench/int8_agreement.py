@@ -83,7 +83,7 @@ def main() -> None:
     source = CENTERFACE.path_in(models)
     reference = make_engine(source, CENTERFACE_INT8.pixels)
     sets = {"WIDER 1x": wider_photos(args.dataset, args.limit), "PETS 2x": pets_frames(args.video)}
-    networks = {"INT8 (models fetch)": CENTERFACE_INT8.paths(models)[0], **{path.name: path for path in args.int8}}
+    networks = {"INT8 (models fetch)": CENTERFACE_INT8.paths(models)[0], **{str(path): path for path in args.int8}}
     print(f"{'network':<28}" + "".join(f"{name + ': error, float peaks, missed, added':>48}" for name in sets))
     for name, path in networks.items():
         engine = make_engine(source, CENTERFACE_INT8.pixels, openvino_path=path)

@@ -2,9 +2,10 @@
 models are fetched (`anonymizer models fetch`), never committed and never downloaded.
 
 Two networks have an INT8 twin (`QUANTISED`), each with the rule `auto` follows for it:
-- CenterFace: INT8 only where OpenVINO infers in float32 (AVX2, AVX-512 without bf16), where it is
-  1.3-1.8x as fast; on bf16 CPUs it gains 1.05-1.25x and costs `balanced` some recall, so float
-  runs there (docs/benchmarks.md). Its first three convolutions stay in float.
+- CenterFace: INT8 where OpenVINO infers in float32 (AVX2, AVX-512 without bf16), where it is
+  1.6-1.9x as fast. On bf16 CPUs float runs, since INT8 misses a few more small faces, except for
+  the `balanced` preset, which asks for INT8 on every CPU (docs/benchmarks.md). Its first three
+  convolutions stay in float.
 - YOLOv4-tiny: INT8 everywhere. On an AVX-512 bf16 CPU its whole-image pass of a 640x480 frame
   takes 17 ms in the detector against 27 in bf16, with coverage on TUD-Campus and its far mosaics
   within 0.005 of the float network's (`bench.persons_vs_hog --far`, docs/models.md).
@@ -22,6 +23,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 
@@ -268,11 +270,14 @@ def int8_model(network: Quantisable, models_dir: Path, everywhere: bool = False)
             raise ModelFetchError(
                 f"{INT8_ENV}=on, but {models_dir} has no INT8 {network.name}: run `anonymizer models fetch`"
             )
-        logger.warning(
-            "no INT8 %s in %s (run `anonymizer models fetch`): running it in float", network.name, models_dir
-        )
+        _warn_missing(network.name, models_dir)
         return None
     return network.paths(models_dir)[0]
+
+
+@cache  # once per network and folder: a server may ask for one network twice (CenterFace's `network`)
+def _warn_missing(name: str, models_dir: Path) -> None:
+    logger.warning("no INT8 %s in %s (run `anonymizer models fetch`): running it in float", name, models_dir)
 
 
 def load_engine(

@@ -42,7 +42,7 @@ from anonymizer_shared import boxes
 from anonymizer_shared.wire import pack_detections
 from inference_common.engine import Engine, OnnxRuntimeEngine
 from inference_common.imaging import fit_and_pad
-from inference_common.quantisation import CENTERFACE_INT8, load_engine
+from inference_common.quantisation import CENTERFACE_INT8, int8_model, load_engine
 from inference_common.serving import NO_DETECTIONS, DetectionModel, ModelParams
 
 STRIDE = 4
@@ -154,12 +154,14 @@ class CenterFace(DetectionModel):
     def load(self, models_dir: Path) -> None:
         self.engine, self.engine_name = load_engine(CENTERFACE_INT8, models_dir)
         self.int8_engine = self.engine  # what `network: int8` runs
-        if not self.engine_name.endswith("-int8"):
-            int8_engine, name = load_engine(CENTERFACE_INT8, models_dir, everywhere=True)
-            if name.endswith("-int8"):
-                self.int8_engine = int8_engine
+        # Only OpenVINO runs INT8, and a second engine only where `auto` runs float and INT8 may run.
+        if isinstance(self.engine, Engine) and not self.engine_name.endswith("-int8"):
+            int8 = int8_model(CENTERFACE_INT8, models_dir, everywhere=True)
+            if int8 is not None:
+                self.int8_engine = Engine(int8, CENTERFACE_INT8.pixels)
 
-    def _engine(self, params: CenterFaceParams) -> Engine | OnnxRuntimeEngine:
+    def engine_for(self, params: CenterFaceParams) -> Engine | OnnxRuntimeEngine:
+        """The engine a request with `params` runs on."""
         return self.int8_engine if params.network == "int8" else self.engine
 
     def predict(self, images: np.ndarray, params: CenterFaceParams) -> dict[str, np.ndarray]:
@@ -202,7 +204,7 @@ class CenterFace(DetectionModel):
         call: per image its detections and candidate centres in image pixels, as `_detect_at` gives them."""
         inputs = [fit_and_pad(image, scale, params.max_pixels, 32) for image in images]
         batch = np.stack([net_input for net_input, _ in inputs])
-        heatmap, log_scale, offset, _landmarks = self._engine(params).infer(batch)
+        heatmap, log_scale, offset, _landmarks = self.engine_for(params).infer(batch)
         floor = min(CANDIDATE_SCORE, params.score_threshold / 2)
         passes = []
         for i, (_, factor) in enumerate(inputs):
@@ -252,7 +254,7 @@ class CenterFace(DetectionModel):
         (none where `candidate_size` is None: a pass whose candidates nothing reads)."""
         flip = _flipped(params, scale)
         batch = np.stack([net_input, net_input[:, ::-1]]) if flip else net_input[None]
-        heatmap, log_scale, offset, _landmarks = self._engine(params).infer(batch)
+        heatmap, log_scale, offset, _landmarks = self.engine_for(params).infer(batch)
         candidates = np.zeros((0, 2), np.float32)
         if candidate_size is not None:
             floor = min(CANDIDATE_SCORE, params.score_threshold / 2)

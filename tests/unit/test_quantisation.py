@@ -130,7 +130,7 @@ def test_balanced_runs_the_int8_network_on_every_cpu(monkeypatch, precision):
     model.load(default_models_dir())
 
     def network(params: dict) -> str:
-        return model._engine(model.parse_params(params)).network
+        return model.engine_for(model.parse_params(params)).network
 
     assert network({"preset": "balanced"}) == network({"network": "int8"}) == "centerface_int8"
     assert network({}) == ("centerface" if precision == "bf16" else "centerface_int8")
@@ -139,6 +139,18 @@ def test_balanced_runs_the_int8_network_on_every_cpu(monkeypatch, precision):
     monkeypatch.setenv("ANONYMIZER_INT8", "off")
     model.load(default_models_dir())
     assert network({"preset": "balanced"}) == network({}) == "centerface"
+    assert model.int8_engine is model.engine  # no second float engine
+
+
+@pytest.mark.parametrize("precision", ["bf16", "f32"])
+def test_a_missing_int8_network_is_reported_once(monkeypatch, caplog, float_only_models, precision):
+    """CenterFace asks for its INT8 twin twice where `auto` runs it (for `auto` and `network: int8`)."""
+    monkeypatch.delenv("ANONYMIZER_INT8", raising=False)
+    monkeypatch.setenv("ANONYMIZER_INFERENCE_PRECISION", precision)
+    model = CenterFace()
+    model.load(float_only_models)
+    assert model.int8_engine is model.engine
+    assert caplog.text.count("no INT8 CenterFace") == 1
 
 
 def test_an_unknown_setting_names_the_choices(monkeypatch):
